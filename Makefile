@@ -1,0 +1,42 @@
+# The README's commands. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.voxshard-installed
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: setup demo test test-all lint format typecheck check clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; the project itself is installed editable.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/voxshard demo demo-out
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ''
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""Corpus adapters: one module per source layout, registered once here. Pure parsing."""
+
+from __future__ import annotations
+
+from corpora import commonvoice, manifest
+from corpora.base import CorpusOptions, CorpusSpec, ParseResult, SourceUtterance
+from schemas import ConfigError
+
+REGISTRY: dict[str, CorpusSpec] = {
+    spec.name: spec
+    for spec in (
+        CorpusSpec(
+            name=commonvoice.NAME,
+            summary="Common Voice cv-corpus-N/<locale>/ (all TSV generations, MP3 clips)",
+            default_splits=commonvoice.DEFAULT_SPLITS,
+            list_sources=commonvoice.list_sources,
+            parse_source=commonvoice.parse_source,
+        ),
+        CorpusSpec(
+            name=manifest.NAME,
+            summary="your own TSV/JSONL manifest: path, language [, speaker, transcript, ...]",
+            default_splits=None,
+            list_sources=manifest.list_sources,
+            parse_source=manifest.parse_source,
+        ),
+    )
+}
+
+
+def get_corpus(name: str) -> CorpusSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"unknown SOURCE {name!r}; choose one of: {known}") from None
+
+
+__all__ = ["REGISTRY", "CorpusOptions", "CorpusSpec", "ParseResult", "SourceUtterance", "get_corpus"]

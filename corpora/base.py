@@ -1,0 +1,170 @@
+"""What every corpus adapter produces and the shared, strict table readers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from schemas import CorpusFormatError, UnknownLanguageError, resolve_language
+
+
+@dataclass(frozen=True)
+class SourceUtterance:
+    """One utterance as the source describes it; points at audio instead of holding it."""
+
+    key: str
+    corpus: str
+    split: str
+    source_language: str
+    audio_path: str  # relative to the corpus base folder, POSIX separators
+    origin: str  # "table:line" that produced it, for rejects and tie-breaking
+    start_s: float | None = None
+    end_s: float | None = None
+    speaker: str | None = None
+    gender: str | None = None
+    age: str | None = None
+    accent: str | None = None
+    transcript: str | None = None
+    transcript_normalized: str | None = None  # a source-provided normalized text, if any
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """What the user chose. ``languages`` holds ISO 639-3 codes; None means all."""
+
+    root: str
+    splits: tuple[str, ...] | None = None
+    languages: frozenset[str] | None = None
+    settings: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def base_dir(self) -> str:
+        """The folder that audio paths and ``source.path`` are relative to."""
+        return self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+
+    def wants_language(self, tag: str) -> bool:
+        if self.languages is None:
+            return True
+        try:
+            return resolve_language(tag) in self.languages
+        except UnknownLanguageError:
+            return False
+
+    def wants_split(self, split: str) -> bool:
+        return self.splits is None or split in self.splits
+
+    def split_rank(self, split: str) -> int:
+        """Position of ``split`` in the user's list: the earlier split wins a duplicate."""
+        if self.splits is None or split not in self.splits:
+            return 0
+        return self.splits.index(split)
+
+
+ParseResult = SourceUtterance | CorpusFormatError
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """One registry entry: how to list a corpus's tables and parse one of them."""
+
+    name: str
+    summary: str
+    default_splits: tuple[str, ...] | None
+    list_sources: Callable[[CorpusOptions], list[str]]
+    parse_source: Callable[[CorpusOptions, str], Iterator[ParseResult]]
+
+
+GENDER_MAP = {
+    "female": "female",
+    "male": "male",
+    "other": "other",
+    "f": "female",
+    "m": "male",
+    "female_feminine": "female",
+    "male_masculine": "male",
+    "transgender": "other",
+    "non-binary": "other",
+    "intersex": "other",
+    "do_not_wish_to_say": None,
+    "": None,
+}
+
+
+def map_gender(value: str | None) -> str | None:
+    """Map every corpus gender vocabulary to female / male / other / None."""
+    if value is None:
+        return None
+    return GENDER_MAP.get(value.strip().lower())
+
+
+def none_if_empty(value: str | None) -> str | None:
+    if value is None:
+        return None
+    stripped = value.strip()
+    return stripped or None
+
+
+def _decoded_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusFormatError]]:
+    """Yield ``(line_number, text)`` of a UTF-8 file; undecodable lines come as errors."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, CorpusFormatError(
+                    display, number, "not valid UTF-8", f"{error.reason} at byte {error.start}"
+                )
+
+
+def read_rows(
+    path: str, display: str, delimiter: str = "\t"
+) -> Iterator[tuple[int, list[str] | CorpusFormatError]]:
+    """Rows of a header-less delimited table, quoting off. Blank lines are skipped."""
+    for number, line in _decoded_lines(path, display):
+        if isinstance(line, CorpusFormatError):
+            yield number, line
+        elif line.strip():
+            yield number, line.split(delimiter)
+
+
+def read_table(
+    path: str, display: str, delimiter: str = "\t"
+) -> Iterator[tuple[int, dict[str, str] | CorpusFormatError]]:
+    """Rows of a delimited table whose first line names the columns, by name, quoting off.
+
+    A row with another column count than the header, or bytes that are not UTF-8, comes as a
+    CorpusFormatError so the caller can reject it and go on. A header that cannot be read
+    raises. Blank lines are skipped.
+    """
+    columns: list[str] | None = None
+    for number, fields in read_rows(path, display, delimiter):
+        if columns is None:
+            if isinstance(fields, CorpusFormatError):
+                raise CorpusFormatError(display, number, "header is not valid UTF-8")
+            columns = [name.strip() for name in fields]
+        elif isinstance(fields, CorpusFormatError):
+            yield number, fields
+        elif len(fields) != len(columns):
+            yield number, CorpusFormatError(
+                display,
+                number,
+                "wrong column count",
+                f"expected {len(columns)} columns, found {len(fields)}",
+            )
+        else:
+            yield number, dict(zip(columns, fields, strict=True))
+
+
+def read_header(path: str, display: str, delimiter: str = "\t") -> list[str]:
+    """The column names of a delimited table (empty for an empty file)."""
+    for _number, fields in read_rows(path, display, delimiter):
+        if isinstance(fields, CorpusFormatError):
+            raise CorpusFormatError(display, 1, "header is not valid UTF-8")
+        return [name.strip() for name in fields]
+    return []

@@ -1,0 +1,418 @@
+"""The build: source tables -> WebDataset shards + index, with Apache Beam.
+
+``build_pipeline(p, config, sources)`` wires plain functions (records, audio, shards, index) so
+tests can drive it with TestPipeline; ``run_build(config, beam_args)`` prepares OUT, runs it
+and reports. Only names and frozen configs cross process boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from corpora import CorpusOptions, SourceUtterance, get_corpus
+from pipelines import index
+from pipelines.audio import AudioConfig
+from pipelines.records import Reject, make_sample, merge_duplicates
+from pipelines.shards import (
+    Sample,
+    ShardInfo,
+    assign_bucket,
+    bucket_count,
+    cut_parts,
+    shard_name,
+    write_tar,
+)
+from schemas import (
+    SCHEMA_VERSION,
+    AudioError,
+    BuildError,
+    ConfigError,
+    CorpusFormatError,
+    UnknownLanguageError,
+    resolve_language,
+)
+
+LOG = logging.getLogger("voxshard")
+TOOL_VERSION = "0.1.0"
+MB = 1_000_000
+REJECTS = "rejects"
+MERGED = "merged"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every option of one build. Validated at construction; all problems reported at once."""
+
+    source: str
+    root: str
+    out: str
+    languages: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    sample_rate: int = 16000
+    shard_size_mb: float = 256.0
+    min_duration_s: float = 0.2
+    max_duration_s: float = 60.0
+    max_error_rate: float = 0.05
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        try:
+            get_corpus(self.source)
+        except ConfigError as error:
+            problems.extend(error.problems)
+        if not os.path.exists(self.root):
+            problems.append(f"ROOT {self.root!r} does not exist")
+        if self.sample_rate < 1000 or self.sample_rate > 192000:
+            problems.append(f"--sample-rate {self.sample_rate} is outside 1000..192000 Hz")
+        if not self.shard_size_mb > 0:
+            problems.append(f"--shard-size {self.shard_size_mb} MB must be positive")
+        if self.min_duration_s < 0 or self.max_duration_s <= self.min_duration_s:
+            problems.append(
+                f"--min-duration {self.min_duration_s} s must be >= 0 and below "
+                f"--max-duration {self.max_duration_s} s"
+            )
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            problems.append(f"--max-error-rate {self.max_error_rate} must be within 0..1")
+        if self.workers < 1:
+            problems.append(f"--workers {self.workers} must be at least 1")
+        for tag in self.languages or ():
+            try:
+                resolve_language(tag)
+            except UnknownLanguageError as error:
+                problems.append(f"--languages: {error}")
+        if self.splits is not None and not all(self.splits):
+            problems.append("--splits has an empty name")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def shard_size_bytes(self) -> int:
+        return int(self.shard_size_mb * MB)
+
+    def audio(self) -> AudioConfig:
+        return AudioConfig(self.sample_rate, self.min_duration_s, self.max_duration_s)
+
+    def corpus_options(self) -> CorpusOptions:
+        spec = get_corpus(self.source)
+        return CorpusOptions(
+            root=os.path.abspath(self.root),
+            splits=self.splits if self.splits is not None else spec.default_splits,
+            languages=None
+            if self.languages is None
+            else frozenset(resolve_language(tag) for tag in self.languages),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the output bytes (not OUT, not the worker count)."""
+        fields = asdict(self)
+        fields.pop("out")
+        fields.pop("workers")
+        fields["root"] = os.path.abspath(self.root)
+        fields["schema_version"] = SCHEMA_VERSION
+        return fields
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()
+
+
+class _Progress:
+    """Logs a worker's progress at most every ``interval_s`` seconds."""
+
+    def __init__(self, what: str, interval_s: float = 5.0) -> None:
+        self.what = what
+        self.interval_s = interval_s
+        self.count = 0
+        self.seconds = 0.0
+        self.last = time.monotonic()
+
+    def add(self, audio_s: float = 0.0) -> None:
+        self.count += 1
+        self.seconds += audio_s
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            self.last = now
+            LOG.info("%s: %d done, %.2f h of audio (pid %d)", self.what, self.count,
+                     self.seconds / 3600, os.getpid())
+
+
+# ---------------------------------------------------------------- Beam DoFns (wiring only)
+
+class ParseSource(beam.DoFn):  # type: ignore[misc]
+    """A table path -> SourceUtterances; malformed rows go to the rejects output."""
+
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def process(self, source: str) -> Iterator[Any]:
+        options = self.config.corpus_options()
+        spec = get_corpus(self.config.source)
+        try:
+            for item in spec.parse_source(options, source):
+                if isinstance(item, CorpusFormatError):
+                    yield beam.pvalue.TaggedOutput(
+                        REJECTS, Reject(None, item.origin, "parse", item.reason, item.detail)
+                    )
+                else:
+                    yield item
+        except CorpusFormatError as error:  # the whole table is unusable
+            yield beam.pvalue.TaggedOutput(
+                REJECTS, Reject(None, error.origin, "parse", error.reason, error.detail)
+            )
+
+
+class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
+        kept, rejects, merged = merge_duplicates(element[1], self.config.corpus_options())
+        yield kept
+        for reject in rejects:
+            yield beam.pvalue.TaggedOutput(REJECTS, reject)
+        if merged:
+            yield beam.pvalue.TaggedOutput(MERGED, merged)
+
+
+class MakeSample(beam.DoFn):  # type: ignore[misc]
+    """Language + decode + resample + validate + encode; failures become rejects."""
+
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        self.options = self.config.corpus_options()
+        self.audio = self.config.audio()
+        self.progress = _Progress("audio")
+        self.rejected = beam.metrics.Metrics.counter("voxshard", "rejected")
+        self.written = beam.metrics.Metrics.counter("voxshard", "encoded")
+
+    def process(self, item: SourceUtterance) -> Iterator[Any]:
+        try:
+            sample = make_sample(item, self.options, self.audio)
+        except UnknownLanguageError as error:
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(
+                REJECTS,
+                Reject(item.key, item.origin, "language", "unknown language", error.tag),
+            )
+            return
+        except AudioError as error:
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(
+                REJECTS, Reject(item.key, item.audio_path, error.stage, error.reason, error.detail)
+            )
+            return
+        self.written.inc()
+        self.progress.add(sample.duration_s)
+        yield sample
+
+
+class WriteShards(beam.DoFn):  # type: ignore[misc]
+    """((group, bucket), samples) -> sorted samples cut into size-bounded tars + index rows."""
+
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def process(
+        self,
+        element: tuple[tuple[tuple[str, str, str], int], Iterable[Sample]],
+        offsets: dict[tuple[tuple[str, str, str], int], int],
+    ) -> Iterator[ShardInfo]:
+        (group, bucket), values = element
+        lang, corpus, split = group
+        samples = sorted(values, key=lambda s: s.key)
+        start = 0
+        number = offsets[(group, bucket)]
+        for count in cut_parts([s.tar_bytes for s in samples], self.config.shard_size_bytes):
+            part = samples[start : start + count]
+            start += count
+            relative = f"shards/{lang}/{shard_name(corpus, split, number)}"
+            number += 1
+            num_bytes, sha256 = write_tar(os.path.join(self.config.out, relative), part)
+            index.write_fragment(self.config.out, relative, part)
+            LOG.info("wrote %s (%d samples, %.1f MB)", relative, len(part), num_bytes / MB)
+            yield ShardInfo(
+                path=relative,
+                lang=lang,
+                corpus=corpus,
+                split=split,
+                num_samples=len(part),
+                num_bytes=num_bytes,
+                duration_s=round(sum(s.duration_s for s in part), 6),
+                sha256=sha256,
+            )
+
+
+def _part_counts(
+    element: tuple[tuple[tuple[str, str, str], int], Iterable[tuple[str, int]]], bound: int
+) -> tuple[tuple[str, str, str], tuple[int, int]]:
+    (group, bucket), sizes = element
+    ordered = [size for _key, size in sorted(sizes)]
+    return group, (bucket, len(cut_parts(ordered, bound)))
+
+
+def _offsets(
+    element: tuple[tuple[str, str, str], Iterable[tuple[int, int]]],
+) -> Iterator[tuple[tuple[tuple[str, str, str], int], int]]:
+    group, counts = element
+    offset = 0
+    for bucket, parts in sorted(counts):
+        yield (group, bucket), offset
+        offset += parts
+
+
+def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
+    """Wire the build onto pipeline ``p``. ``sources`` are the corpus's table paths."""
+    bound = config.shard_size_bytes
+
+    parsed = (
+        p
+        | "ListSources" >> beam.Create(list(sources))
+        | "ParseSources" >> beam.ParDo(ParseSource(config)).with_outputs(REJECTS, main="items")
+    )
+    deduped = (
+        parsed.items
+        | "KeyByKey" >> beam.Map(lambda item: (item.key, item))
+        | "GroupByKey" >> beam.GroupByKey()
+        | "MergeDuplicates"
+        >> beam.ParDo(MergeDuplicates(config)).with_outputs(REJECTS, MERGED, main="items")
+    )
+    made = deduped.items | "MakeSamples" >> beam.ParDo(MakeSample(config)).with_outputs(
+        REJECTS, main="samples"
+    )
+    samples = made.samples
+
+    buckets = (
+        samples
+        | "GroupBytes" >> beam.Map(lambda s: (s.group, s.tar_bytes))
+        | "SumGroupBytes" >> beam.CombinePerKey(sum)
+        | "CountBuckets" >> beam.MapTuple(lambda group, size: (group, bucket_count(size, bound)))
+    )
+    keyed = samples | "AssignBuckets" >> beam.Map(
+        lambda s, n: ((s.group, assign_bucket(s.key, n[s.group])), s), n=beam.pvalue.AsDict(buckets)
+    )
+    offsets = (
+        keyed
+        | "SampleSizes" >> beam.MapTuple(lambda gb, s: (gb, (s.key, s.tar_bytes)))
+        | "GroupSizes" >> beam.GroupByKey()
+        | "CountParts" >> beam.Map(_part_counts, bound=bound)
+        | "GroupParts" >> beam.GroupByKey()
+        | "NumberShards" >> beam.FlatMap(_offsets)
+    )
+    shards = (
+        keyed
+        | "GroupShards" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShards(config), beam.pvalue.AsDict(offsets))
+    )
+
+    rejects_summary = (
+        (parsed[REJECTS], deduped[REJECTS], made[REJECTS])
+        | "AllRejects" >> beam.Flatten()
+        | "KeyRejects" >> beam.Map(lambda r: (None, r))
+        | "GroupRejects" >> beam.GroupByKey()
+        | "WriteRejects" >> beam.MapTuple(lambda _k, rs: index.write_rejects(config.out, rs))
+    )
+    num_items = parsed.items | "CountItems" >> beam.combiners.Count.Globally()
+    num_merged = deduped[MERGED] | "CountMerged" >> beam.CombineGlobally(sum)
+    completed = {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": TOOL_VERSION,
+        "config_hash": config.config_hash(),
+    }
+    _ = (
+        p
+        | "Start" >> beam.Create([None])
+        | "Finalize"
+        >> beam.Map(
+            lambda _, shards, rejects, items, merged: index.finalize(
+                config.out, shards, rejects, items, merged, config.max_error_rate, completed
+            ),
+            beam.pvalue.AsList(shards),
+            beam.pvalue.AsSingleton(rejects_summary, default_value=None),
+            beam.pvalue.AsSingleton(num_items),
+            beam.pvalue.AsSingleton(num_merged),
+        )
+    )
+
+
+# ---------------------------------------------------------------- driver
+
+def prepare_output(config: BuildConfig, overwrite: bool) -> None:
+    """Check OUT and claim it; an interrupted build of the same config resumes in place."""
+    out = config.out
+    marker_path = os.path.join(out, index.MARKER)
+    if os.path.isdir(out) and os.listdir(out):
+        if overwrite:
+            index.clear_outputs(out)
+        elif os.path.exists(os.path.join(out, "COMPLETED")):
+            raise ConfigError(f"OUT {out!r} already holds a completed build; "
+                              "pass --overwrite to replace it")
+        elif not os.path.exists(marker_path):
+            raise ConfigError(f"OUT {out!r} is not empty and holds no voxshard build; "
+                              "choose an empty folder or pass --overwrite")
+        else:
+            with open(marker_path, encoding="utf-8") as handle:
+                previous = json.load(handle).get("config_hash")
+            if previous != config.config_hash():
+                raise ConfigError(f"OUT {out!r} holds an unfinished build with other options; "
+                                  "rerun with the same options or pass --overwrite")
+            LOG.info("resuming the unfinished build in %s", out)
+            index.remove_temporaries(out)
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"OUT {out!r} exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
+    marker = {"config_hash": config.config_hash(), "config": config.identity()}
+    index.atomic_write_bytes(marker_path, index.dumps_json(marker))
+
+
+def pipeline_options(config: BuildConfig, beam_args: Sequence[str]) -> tuple[Any, Any]:
+    """(runner, PipelineOptions). In-process FnApiRunner unless ``--runner`` is given."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    options = PipelineOptions(list(beam_args))
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return None, options
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = config.workers
+    # multi_threading lost large elements before a GroupByKey in Beam 2.77: never used.
+    direct.direct_running_mode = "multi_processing" if config.workers > 1 else "in_memory"
+    return FnApiRunner(), options
+
+
+def run_build(
+    config: BuildConfig, beam_args: Sequence[str] = (), overwrite: bool = False
+) -> dict[str, Any]:
+    """Run a whole build. Returns stats.json's content; raises BuildError when incomplete."""
+    spec = get_corpus(config.source)
+    prepare_output(config, overwrite)
+    sources = spec.list_sources(config.corpus_options())
+    LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
+    runner, options = pipeline_options(config, beam_args)
+    started = time.monotonic()
+    with beam.Pipeline(runner=runner, options=options) as p:
+        build_pipeline(p, config, sources)
+    result_path = os.path.join(config.out, index.WORK_DIR, "result.json")
+    if not os.path.exists(result_path):
+        raise BuildError(f"the pipeline finished without finalizing {config.out!r}; rerun it")
+    with open(result_path, encoding="utf-8") as handle:
+        result = json.load(handle)
+    if not result["ok"]:
+        raise BuildError("build incomplete: " + "; ".join(result["problems"]))
+    index.remove_work_dir(config.out)
+    stats: dict[str, Any] = result["stats"]
+    LOG.info("built %s in %.1f s: %d written, %d rejected, %.3f h", config.out,
+             time.monotonic() - started, stats["written"], stats["rejected"], stats["hours"])
+    return stats

@@ -1,0 +1,246 @@
+"""The build's index files: per-shard Parquet fragments, then utterances.parquet, shards.jsonl,
+rejects.jsonl, stats.json and COMPLETED, with the accounting checked on the written files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.records import Reject
+from pipelines.shards import TEMP_MARKER, Sample, ShardInfo
+from schemas import SCHEMA_VERSION, arrow_schema
+
+WORK_DIR = ".work"
+MARKER = ".voxshard-build.json"
+OUTPUT_ENTRIES = (
+    "shards",
+    "utterances.parquet",
+    "shards.jsonl",
+    "rejects.jsonl",
+    "stats.json",
+    "COMPLETED",
+    WORK_DIR,
+    MARKER,
+)
+PARQUET_COMPRESSION = "zstd"
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Write to a temporary name beside ``path``, fsync, rename."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def dumps_json(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+
+
+def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(
+        (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        for row in rows
+    )
+
+
+def fragment_path(out: str, shard_path: str) -> str:
+    """The Parquet fragment that holds the index rows of one shard."""
+    return os.path.join(out, WORK_DIR, "index", shard_path[: -len(".tar")] + ".parquet")
+
+
+def write_fragment(out: str, shard_path: str, samples: Sequence[Sample]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{**json.loads(sample.json), "shard": shard_path} for sample in samples]
+    table = pa.Table.from_pylist(rows, schema=arrow_schema())
+    path = fragment_path(out, shard_path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex}"
+    pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
+    os.replace(temp, path)
+
+
+def write_rejects(out: str, rejects: Iterable[Reject]) -> dict[str, Any]:
+    """Write rejects.jsonl sorted; return the counts by reason and by stage."""
+    ordered = sorted(rejects, key=Reject.sort_key)
+    atomic_write_bytes(os.path.join(out, "rejects.jsonl"), jsonl_bytes(r.to_dict() for r in ordered))
+    return {
+        "total": len(ordered),
+        "by_reason": dict(sorted(Counter(r.reason for r in ordered).items())),
+        "by_stage": dict(sorted(Counter(r.stage for r in ordered).items())),
+    }
+
+
+@dataclass
+class _Tally:
+    hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    utterances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, name: str, seconds: float) -> None:
+        self.hours[name] += seconds / 3600.0
+        self.utterances[name] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hours": {k: round(v, 6) for k, v in sorted(self.hours.items())},
+            "utterances": dict(sorted(self.utterances.items())),
+        }
+
+
+def finalize(
+    out: str,
+    shards: Sequence[ShardInfo],
+    rejects_summary: dict[str, Any] | None,
+    num_items: int,
+    num_merged: int,
+    max_error_rate: float,
+    completed: dict[str, Any],
+) -> dict[str, Any]:
+    """Write shards.jsonl, utterances.parquet, stats.json; COMPLETED last if all checks pass.
+
+    The counts come from the files just written, not from pipeline counters. Returns
+    ``{"ok": bool, "problems": [...], "stats": {...}}``, also saved as .work/result.json.
+    """
+    import pyarrow.parquet as pq
+
+    shards = sorted(shards, key=lambda s: s.path)
+    problems: list[str] = []
+    if rejects_summary is None:
+        rejects_summary = write_rejects(out, [])
+    atomic_write_bytes(os.path.join(out, "shards.jsonl"), jsonl_bytes(s.to_dict() for s in shards))
+    _remove_stale_shards(out, {s.path for s in shards})
+
+    schema = arrow_schema()
+    by = {name: _Tally() for name in ("language", "corpus", "split", "language_split")}
+    speakers: dict[str, set[str]] = defaultdict(set)
+    written = 0
+    total_s = 0.0
+    index_path = os.path.join(out, "utterances.parquet")
+    temp = f"{index_path}{TEMP_MARKER}{uuid.uuid4().hex}"
+    with pq.ParquetWriter(temp, schema, compression=PARQUET_COMPRESSION) as writer:
+        for shard in shards:
+            shard_file = os.path.join(out, shard.path)
+            if not os.path.isfile(shard_file):
+                problems.append(f"{shard.path} is listed but missing")
+            elif os.path.getsize(shard_file) != shard.num_bytes:
+                problems.append(f"{shard.path} has {os.path.getsize(shard_file)} bytes, "
+                                f"shards.jsonl says {shard.num_bytes}")
+            table = pq.read_table(fragment_path(out, shard.path), schema=schema)
+            if table.num_rows != shard.num_samples:
+                problems.append(f"{shard.path}: index has {table.num_rows} rows, "
+                                f"shard has {shard.num_samples} samples")
+            writer.write_table(table)
+            columns = table.select(["language", "corpus", "split", "duration_s", "speaker"])
+            for lang, corpus, split, seconds, speaker in zip(
+                *(columns.column(i).to_pylist() for i in range(5)), strict=True
+            ):
+                by["language"].add(lang, seconds)
+                by["corpus"].add(corpus, seconds)
+                by["split"].add(split, seconds)
+                by["language_split"].add(f"{lang}/{split}", seconds)
+                if speaker is not None:
+                    speakers[lang].add(speaker)
+                total_s += seconds
+            written += table.num_rows
+    os.replace(temp, index_path)
+
+    with open(os.path.join(out, "rejects.jsonl"), "rb") as handle:
+        rejected = sum(1 for _ in handle)
+    discovered = num_items - num_merged + int(rejects_summary["by_stage"].get("parse", 0))
+    if rejected != rejects_summary["total"]:
+        problems.append(f"rejects.jsonl has {rejected} lines, the pipeline rejected "
+                        f"{rejects_summary['total']}")
+    if written + rejected != discovered:
+        problems.append(f"accounting: {discovered} discovered != {written} written + "
+                        f"{rejected} rejected")
+    error_rate = rejected / discovered if discovered else 0.0
+    if discovered == 0:
+        problems.append("no utterances discovered: check ROOT, --languages and --splits")
+    elif error_rate > max_error_rate:
+        top = ", ".join(f"{reason} ({count})" for reason, count in sorted(
+            rejects_summary["by_reason"].items(), key=lambda kv: -kv[1])[:3])
+        problems.append(
+            f"{rejected} of {discovered} items rejected ({error_rate:.1%}) exceeds "
+            f"--max-error-rate {max_error_rate:.1%}; top reasons: {top}; see rejects.jsonl"
+        )
+    stats = {
+        "schema_version": SCHEMA_VERSION,
+        "discovered": discovered,
+        "written": written,
+        "rejected": rejected,
+        "merged_duplicate_listings": num_merged,
+        "error_rate": round(error_rate, 6),
+        "rejected_by_reason": rejects_summary["by_reason"],
+        "rejected_by_stage": rejects_summary["by_stage"],
+        "hours": round(total_s / 3600.0, 6),
+        "by_language": by["language"].to_dict(),
+        "by_corpus": by["corpus"].to_dict(),
+        "by_split": by["split"].to_dict(),
+        "by_language_split": by["language_split"].to_dict(),
+        "speakers": {
+            "total": len(set().union(*speakers.values())) if speakers else 0,
+            "by_language": {lang: len(s) for lang, s in sorted(speakers.items())},
+        },
+        "shards": {"count": len(shards), "num_bytes": sum(s.num_bytes for s in shards)},
+    }
+    atomic_write_bytes(os.path.join(out, "stats.json"), dumps_json(stats))
+    result = {"ok": not problems, "problems": problems, "stats": stats}
+    atomic_write_bytes(os.path.join(out, WORK_DIR, "result.json"), dumps_json(result))
+    if not problems:
+        atomic_write_bytes(os.path.join(out, "COMPLETED"), dumps_json(completed))
+    return result
+
+
+def _remove_stale_shards(out: str, keep: set[str]) -> None:
+    """Delete shard files this build did not write (left by an earlier, different attempt)."""
+    root = os.path.join(out, "shards")
+    if not os.path.isdir(root):
+        return
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            relative = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+            if relative not in keep:
+                os.remove(os.path.join(folder, name))
+
+
+def clear_outputs(out: str) -> None:
+    """Remove everything a build writes in OUT (and nothing else)."""
+    for name in OUTPUT_ENTRIES:
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def remove_temporaries(out: str) -> None:
+    """Delete temp files a killed build left behind (they never carry a final name)."""
+    for folder, _dirs, files in os.walk(out):
+        for name in files:
+            if TEMP_MARKER in name:
+                os.remove(os.path.join(folder, name))
+
+
+def remove_work_dir(out: str) -> None:
+    """Drop the build's scratch folder once COMPLETED is written (and the marker with it)."""
+    shutil.rmtree(os.path.join(out, WORK_DIR), ignore_errors=True)
+    marker = os.path.join(out, MARKER)
+    if os.path.exists(marker):
+        os.remove(marker)

@@ -1,0 +1,171 @@
+"""Deterministic WebDataset shards: stable bucket assignment, exact size bound, atomic writes.
+
+A sample is two tar members, ``<key>.flac`` and ``<key>.json``. Members have mtime 0, uid/gid
+0, empty owner names and mode 0644, and are sorted by key, so the same samples give the same
+bytes. A shard is written under a temporary name in its final folder and renamed, so a crash
+never leaves a partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tarfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+TAR_BLOCK = 512
+TAR_RECORD = 20 * TAR_BLOCK
+GNU_NAME_LIMIT = 100
+BUCKET_FILL = 0.85  # aim buckets at 85 % of --shard-size so few need a second part
+TEMP_MARKER = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One encoded utterance on its way into a shard."""
+
+    key: str
+    lang: str
+    corpus: str
+    split: str
+    flac: bytes
+    json: bytes
+    duration_s: float
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.lang, self.corpus, self.split)
+
+    @property
+    def tar_bytes(self) -> int:
+        return member_bytes(f"{self.key}.flac", len(self.flac)) + member_bytes(
+            f"{self.key}.json", len(self.json)
+        )
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to OUT
+    lang: str
+    corpus: str
+    split: str
+    num_samples: int
+    num_bytes: int
+    duration_s: float
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "lang": self.lang,
+            "corpus": self.corpus,
+            "split": self.split,
+            "num_samples": self.num_samples,
+            "num_bytes": self.num_bytes,
+            "duration_s": self.duration_s,
+            "sha256": self.sha256,
+        }
+
+
+def member_bytes(name: str, size: int) -> int:
+    """Bytes a member takes in a GNU tar: header, GNU long-name blocks, padded data."""
+    header = TAR_BLOCK
+    encoded = len(name.encode("utf-8"))
+    if encoded >= GNU_NAME_LIMIT:
+        header += TAR_BLOCK + math.ceil((encoded + 1) / TAR_BLOCK) * TAR_BLOCK
+    return header + math.ceil(size / TAR_BLOCK) * TAR_BLOCK
+
+
+def archive_bytes(members_bytes: int) -> int:
+    """Total tar size for members totalling ``members_bytes``: end blocks, record padding."""
+    return math.ceil((members_bytes + 2 * TAR_BLOCK) / TAR_RECORD) * TAR_RECORD
+
+
+def stable_hash(text: str) -> int:
+    """A digest-based hash that is the same in every process and on every machine."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def bucket_count(group_bytes: int, shard_size_bytes: int) -> int:
+    return max(1, math.ceil(group_bytes / (shard_size_bytes * BUCKET_FILL)))
+
+
+def assign_bucket(key: str, buckets: int) -> int:
+    return stable_hash(key) % buckets
+
+
+def cut_parts(sizes: Sequence[int], shard_size_bytes: int) -> list[int]:
+    """Split consecutive samples (their tar bytes) into parts whose archives fit the bound.
+
+    Returns the number of samples in each part. A sample larger than the bound alone gets a
+    part of its own (the only way a shard exceeds --shard-size).
+    """
+    parts: list[int] = []
+    count = 0
+    total = 0
+    for size in sizes:
+        if count and archive_bytes(total + size) > shard_size_bytes:
+            parts.append(count)
+            count, total = 0, 0
+        count += 1
+        total += size
+    if count:
+        parts.append(count)
+    return parts
+
+
+def shard_name(corpus: str, split: str, number: int) -> str:
+    return f"{corpus}-{split}-{number:06d}.tar"
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, target: io.BufferedWriter) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        self.count += len(data)
+        return self.target.write(data)
+
+
+def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
+    """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
+    try:
+        with open(temp, "wb") as raw:
+            hashing = _HashingWriter(raw)
+            with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+                for sample in samples:
+                    for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
+                        info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
+                        tar.addfile(info, io.BytesIO(payload))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+    return hashing.count, hashing.digest.hexdigest()

@@ -1,0 +1,3 @@
+from voxshard.cli import main
+
+main()

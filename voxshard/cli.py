@@ -1,0 +1,178 @@
+"""The ``voxshard`` command line. Thin commands: build a config, call one function, print.
+
+Heavy imports (Beam, pyarrow, soundfile) happen inside the commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from schemas import BuildError, ConfigError, VoxshardError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Build multilingual speech corpora as deterministic WebDataset shards.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(error: Exception, code: int) -> NoReturn:
+    typer.echo(f"voxshard: error: {error}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("voxshard").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in ("apache_beam", "absl"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    return items or None
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def build(
+    source: Annotated[str, typer.Argument(help="corpus layout: commonvoice, manifest")],
+    root: Annotated[str, typer.Argument(help="the corpus root folder (or manifest file)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")],
+    beam_args: Annotated[
+        list[str] | None,
+        typer.Argument(help="after --: Beam pipeline options, passed on untouched"),
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="comma-separated language tags to keep (any form)")
+    ] = None,
+    splits: Annotated[
+        str | None, typer.Option(help="comma-separated splits (commonvoice: train,dev,test)")
+    ] = None,
+    sample_rate: Annotated[int, typer.Option(help="output sample rate in Hz")] = 16000,
+    shard_size: Annotated[float, typer.Option(help="shard size bound in MB")] = 256.0,
+    min_duration: Annotated[float, typer.Option(help="shortest utterance kept, seconds")] = 0.2,
+    max_duration: Annotated[float, typer.Option(help="longest utterance kept, seconds")] = 60.0,
+    max_error_rate: Annotated[
+        float, typer.Option(help="fail when rejected/discovered exceeds this")
+    ] = 0.05,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing build in OUT")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Ingest SOURCE at ROOT into OUT: shards/, utterances.parquet, shards.jsonl, rejects.jsonl,
+    stats.json and COMPLETED. Everything after `--` goes to Beam (e.g. `-- --runner
+    DataflowRunner --project P ...`)."""
+    _setup_logging(verbose)
+    try:
+        from pipelines.build import BuildConfig, run_build
+
+        config = BuildConfig(
+            source=source,
+            root=root,
+            out=out,
+            languages=_split_list(languages),
+            splits=_split_list(splits),
+            sample_rate=sample_rate,
+            shard_size_mb=shard_size,
+            min_duration_s=min_duration,
+            max_duration_s=max_duration,
+            max_error_rate=max_error_rate,
+            workers=workers,
+        )
+        stats = run_build(config, beam_args or (), overwrite=overwrite)
+    except ConfigError as error:
+        _fail(error, 2)
+    except (BuildError, VoxshardError) as error:
+        _fail(error, 1)
+    typer.echo(
+        f"wrote {stats['written']} utterances ({stats['hours']:.3f} h) in "
+        f"{stats['shards']['count']} shard(s); rejected {stats['rejected']} -> {out}"
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not summary["completed"]:
+        console.print("[bold red]incomplete build: no COMPLETED file[/]")
+    table = Table(title="utterances by language and split")
+    for column in ("language", "split", "utterances", "hours"):
+        table.add_column(column, justify="right" if column in ("utterances", "hours") else "left")
+    for row in summary["rows"]:
+        table.add_row(row["language"], row["split"], str(row["utterances"]), f"{row['hours']:.4f}")
+    console.print(table)
+    console.print(
+        f"discovered {summary['discovered']}, written {summary['written']}, rejected "
+        f"{summary['rejected']}; {summary['speakers']} speakers; {summary['hours']:.4f} h"
+    )
+    if summary["rejected_by_reason"]:
+        rejects = Table(title="rejects by reason")
+        rejects.add_column("reason")
+        rejects.add_column("count", justify="right")
+        for reason, count in summary["rejected_by_reason"].items():
+            rejects.add_row(reason, str(count))
+        console.print(rejects)
+    shards = summary["shards"]
+    console.print(
+        f"{shards['count']} shard(s), {shards['total_mb']:.2f} MB in all; size min "
+        f"{shards['min_mb']:.2f} / median {shards['median_mb']:.2f} / max {shards['max_mb']:.2f} MB"
+    )
+
+
+@app.command()
+def inspect(out: Annotated[str, typer.Argument(help="a build's output folder")]) -> None:
+    """Show hours and utterances per language and split, rejects by reason, shard sizes."""
+    from pipelines.inspect import summarize
+
+    try:
+        summary = summarize(out)
+    except VoxshardError as error:
+        _fail(error, 2)
+    _print_summary(summary)
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Argument(help="folder for the demo corpus and build")] = "demo-out",
+    clips: Annotated[int, typer.Option(help="clips per language")] = 20,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+) -> None:
+    """Generate a small multilingual Common Voice corpus (real MP3s), build it, inspect it."""
+    _setup_logging(False)
+    from pipelines.build import BuildConfig, run_build
+    from pipelines.demo import generate_commonvoice_demo
+    from pipelines.inspect import summarize
+
+    corpus = os.path.join(out, "corpus", "commonvoice")
+    build_out = os.path.join(out, "build")
+    try:
+        if not os.path.isdir(corpus):
+            typer.echo(f"generating the demo corpus in {corpus} ...")
+            counts = generate_commonvoice_demo(corpus, clips_per_language=clips)
+            typer.echo(f"  {counts['clips']} MP3 clips, {counts['bad_rows']} deliberately bad rows")
+        typer.echo(f"building {build_out} ...")
+        config = BuildConfig(source="commonvoice", root=corpus, out=build_out, workers=workers)
+        run_build(config, overwrite=True)
+        _print_summary(summarize(build_out))
+    except VoxshardError as error:
+        _fail(error, 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("voxshard: interrupted", err=True)
+        sys.exit(130)
