@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corpora import commonvoice, manifest
-from corpora.base import CorpusOptions, CorpusSpec, ParseResult, SourceUtterance
+from corpora.base import CorpusOptions, CorpusSpec, ParseResult, SourceUtterance, origin_order
 from schemas import ConfigError
 
 REGISTRY: dict[str, CorpusSpec] = {
@@ -35,4 +35,12 @@ def get_corpus(name: str) -> CorpusSpec:
         raise ConfigError(f"unknown SOURCE {name!r}; choose one of: {known}") from None
 
 
-__all__ = ["REGISTRY", "CorpusOptions", "CorpusSpec", "ParseResult", "SourceUtterance", "get_corpus"]
+__all__ = [
+    "REGISTRY",
+    "CorpusOptions",
+    "CorpusSpec",
+    "ParseResult",
+    "SourceUtterance",
+    "get_corpus",
+    "origin_order",
+]

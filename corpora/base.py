@@ -66,6 +66,14 @@ class CorpusOptions:
 ParseResult = SourceUtterance | CorpusFormatError
 
 
+def origin_order(origin: str) -> tuple[str, int]:
+    """Sort key of a "table:line" origin (or a plain path): line numbers compare as numbers."""
+    path, _, line = origin.rpartition(":")
+    if path and line.isdigit():
+        return (path, int(line))
+    return (origin, -1)
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     """One registry entry: how to list a corpus's tables and parse one of them."""
@@ -117,8 +125,11 @@ def _decoded_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusF
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield number, CorpusFormatError(
-                    display, number, "not valid UTF-8", f"{error.reason} at byte {error.start}"
+                yield (
+                    number,
+                    CorpusFormatError(
+                        display, number, "not valid UTF-8", f"{error.reason} at byte {error.start}"
+                    ),
                 )
 
 
@@ -151,11 +162,14 @@ def read_table(
         elif isinstance(fields, CorpusFormatError):
             yield number, fields
         elif len(fields) != len(columns):
-            yield number, CorpusFormatError(
-                display,
+            yield (
                 number,
-                "wrong column count",
-                f"expected {len(columns)} columns, found {len(fields)}",
+                CorpusFormatError(
+                    display,
+                    number,
+                    "wrong column count",
+                    f"expected {len(columns)} columns, found {len(fields)}",
+                ),
             )
         else:
             yield number, dict(zip(columns, fields, strict=True))

@@ -15,8 +15,8 @@ from corpora.base import (
     SourceUtterance,
     map_gender,
     none_if_empty,
-    read_table,
     read_header,
+    read_table,
 )
 from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key
 

@@ -67,10 +67,10 @@ def decode(
     try:
         with sf.SoundFile(path) as handle:
             rate = int(handle.samplerate)
-            start_frame = 0 if start_s is None else int(round(start_s * rate))
-            stop_frame = None if end_s is None else int(round(end_s * rate))
+            start_frame = 0 if start_s is None else round(start_s * rate)
+            stop_frame = None if end_s is None else round(end_s * rate)
             if start_frame:
-                if handle.seekable() and 0 < handle.frames and start_frame >= handle.frames:
+                if handle.seekable() and handle.frames > 0 and start_frame >= handle.frames:
                     raise AudioError(
                         "decode", "segment starts after the end of the audio", f"{start_s} s"
                     )
@@ -83,7 +83,11 @@ def decode(
                 block = handle.read(out=buffer[:want])
                 if len(block) == 0:
                     break
-                blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
+                blocks.append(
+                    block.mean(axis=1, dtype=np.float32)
+                    if block.shape[1] > 1
+                    else block[:, 0].copy()
+                )
                 if remaining is not None:
                     remaining -= len(block)
     except AudioError:

@@ -142,11 +142,17 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= self.interval_s:
             self.last = now
-            LOG.info("%s: %d done, %.2f h of audio (pid %d)", self.what, self.count,
-                     self.seconds / 3600, os.getpid())
+            LOG.info(
+                "%s: %d done, %.2f h of audio (pid %d)",
+                self.what,
+                self.count,
+                self.seconds / 3600,
+                os.getpid(),
+            )
 
 
 # ---------------------------------------------------------------- Beam DoFns (wiring only)
+
 
 class ParseSource(beam.DoFn):  # type: ignore[misc]
     """A table path -> SourceUtterances; malformed rows go to the rejects output."""
@@ -348,6 +354,7 @@ def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
 
 # ---------------------------------------------------------------- driver
 
+
 def prepare_output(config: BuildConfig, overwrite: bool) -> None:
     """Check OUT and claim it; an interrupted build of the same config resumes in place."""
     out = config.out
@@ -356,17 +363,22 @@ def prepare_output(config: BuildConfig, overwrite: bool) -> None:
         if overwrite:
             index.clear_outputs(out)
         elif os.path.exists(os.path.join(out, "COMPLETED")):
-            raise ConfigError(f"OUT {out!r} already holds a completed build; "
-                              "pass --overwrite to replace it")
+            raise ConfigError(
+                f"OUT {out!r} already holds a completed build; pass --overwrite to replace it"
+            )
         elif not os.path.exists(marker_path):
-            raise ConfigError(f"OUT {out!r} is not empty and holds no voxshard build; "
-                              "choose an empty folder or pass --overwrite")
+            raise ConfigError(
+                f"OUT {out!r} is not empty and holds no voxshard build; "
+                "choose an empty folder or pass --overwrite"
+            )
         else:
             with open(marker_path, encoding="utf-8") as handle:
                 previous = json.load(handle).get("config_hash")
             if previous != config.config_hash():
-                raise ConfigError(f"OUT {out!r} holds an unfinished build with other options; "
-                                  "rerun with the same options or pass --overwrite")
+                raise ConfigError(
+                    f"OUT {out!r} holds an unfinished build with other options; "
+                    "rerun with the same options or pass --overwrite"
+                )
             LOG.info("resuming the unfinished build in %s", out)
             index.remove_temporaries(out)
     elif os.path.exists(out) and not os.path.isdir(out):
@@ -413,6 +425,12 @@ def run_build(
         raise BuildError("build incomplete: " + "; ".join(result["problems"]))
     index.remove_work_dir(config.out)
     stats: dict[str, Any] = result["stats"]
-    LOG.info("built %s in %.1f s: %d written, %d rejected, %.3f h", config.out,
-             time.monotonic() - started, stats["written"], stats["rejected"], stats["hours"])
+    LOG.info(
+        "built %s in %.1f s: %d written, %d rejected, %.3f h",
+        config.out,
+        time.monotonic() - started,
+        stats["written"],
+        stats["rejected"],
+        stats["hours"],
+    )
     return stats

@@ -8,6 +8,7 @@ deliberately bad rows so a build shows its rejects.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +19,34 @@ import numpy.typing as npt
 DEMO_RATE_HZ = 48000
 HEADERS = {
     "v1": ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent"],
-    "v13": ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender",
-            "accents", "variant", "locale", "segment"],
-    "v17": ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
-            "down_votes", "age", "gender", "accents", "variant", "locale", "segment"],
+    "v13": [
+        "client_id",
+        "path",
+        "sentence",
+        "up_votes",
+        "down_votes",
+        "age",
+        "gender",
+        "accents",
+        "variant",
+        "locale",
+        "segment",
+    ],
+    "v17": [
+        "client_id",
+        "path",
+        "sentence_id",
+        "sentence",
+        "sentence_domain",
+        "up_votes",
+        "down_votes",
+        "age",
+        "gender",
+        "accents",
+        "variant",
+        "locale",
+        "segment",
+    ],
 }
 GENDERS = {
     "v1": ["male", "female", "other", ""],
@@ -39,45 +64,75 @@ class DemoLanguage:
 
 
 LANGUAGES = (
-    DemoLanguage("en", "v17", (
-        "The quick brown fox jumps over the lazy dog.",
-        'She said "hello and walked away.',
-        "Speech corpora need clean metadata.",
-        "Every shard is written in a deterministic order.",
-        "The weather in Lyon was mild this week.",
-    )),
-    DemoLanguage("pl", "v13", (
-        "Zażółć gęślą jaźń.",
-        "W Szczebrzeszynie chrząszcz brzmi w trzcinie.",
-        "Dzień dobry, jak się masz?",
-        "Mowa jest sygnałem o bogatej strukturze.",
-    )),
-    DemoLanguage("hi", "v17", (
-        "होम्योपथी में arthritis treatment होता है।",
-        "मैं कल दिल्ली जा रहा हूँ।",
-        "Facebookपर नया post डाला।",
-        "हिंदी एक सुंदर भाषा है।",
-    )),
-    DemoLanguage("ru", "v1", (
-        "Съешь же ещё этих мягких французских булок.",
-        "Москва находится на реке Москве.",
-        "Речь как сигнал очень богата.",
-    )),
-    DemoLanguage("zh-CN", "v13", (
-        "今天天气很好。",
-        "我们在北京学习语音识别。",
-        "每个分片都按顺序写入。",
-    )),
+    DemoLanguage(
+        "en",
+        "v17",
+        (
+            "The quick brown fox jumps over the lazy dog.",
+            'She said "hello and walked away.',
+            "Speech corpora need clean metadata.",
+            "Every shard is written in a deterministic order.",
+            "The weather in Lyon was mild this week.",
+        ),
+    ),
+    DemoLanguage(
+        "pl",
+        "v13",
+        (
+            "Zażółć gęślą jaźń.",
+            "W Szczebrzeszynie chrząszcz brzmi w trzcinie.",
+            "Dzień dobry, jak się masz?",
+            "Mowa jest sygnałem o bogatej strukturze.",
+        ),
+    ),
+    DemoLanguage(
+        "hi",
+        "v17",
+        (
+            "होम्योपथी में arthritis treatment होता है।",
+            "मैं कल दिल्ली जा रहा हूँ।",
+            "Facebookपर नया post डाला।",
+            "हिंदी एक सुंदर भाषा है।",
+        ),
+    ),
+    DemoLanguage(
+        "ru",
+        "v1",
+        (
+            "Съешь же ещё этих мягких французских булок.",
+            "Москва находится на реке Москве.",
+            "Речь как сигнал очень богата.",
+        ),
+    ),
+    DemoLanguage(
+        "zh-CN",
+        "v13",
+        (
+            "今天天气很好。",
+            "我们在北京学习语音识别。",
+            "每个分片都按顺序写入。",
+        ),
+    ),
 )
 # (vowel) formant frequencies in Hz: a rough, speaker-neutral vowel space
 VOWELS = np.array(
-    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410],
-     [660, 1720, 2410], [440, 1020, 2240], [490, 1350, 1690]],
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [300, 870, 2240],
+        [530, 1840, 2480],
+        [570, 840, 2410],
+        [660, 1720, 2410],
+        [440, 1020, 2240],
+        [490, 1350, 1690],
+    ],
     dtype=np.float64,
 )
 
 
-def speech_like(duration_s: float, seed: int, rate_hz: int = DEMO_RATE_HZ) -> npt.NDArray[np.float32]:
+def speech_like(
+    duration_s: float, seed: int, rate_hz: int = DEMO_RATE_HZ
+) -> npt.NDArray[np.float32]:
     """A reproducible, speech-like signal: voiced syllables with formants, pitch and pauses."""
     rng = np.random.default_rng(seed)
     n = int(duration_s * rate_hz)
@@ -91,19 +146,28 @@ def speech_like(duration_s: float, seed: int, rate_hz: int = DEMO_RATE_HZ) -> np
         bounds.append(bounds[-1] + int(rng.uniform(0.12, 0.30) * rate_hz))
     formants = np.empty((n, 3))
     envelope = np.zeros(n)
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, stop in itertools.pairwise(bounds):
         stop = min(stop, n)
         formants[start:stop] = VOWELS[rng.integers(len(VOWELS))] * rng.uniform(0.9, 1.1)
         if rng.random() > 0.15:
             envelope[start:stop] = np.sin(np.linspace(0, np.pi, stop - start)) ** 0.7
-    signal = np.zeros(n)
-    for k in range(1, int(4000 / f0_base)):
-        harmonic_hz = k * f0
-        gain = sum(
-            np.exp(-0.5 * ((harmonic_hz - formants[:, j]) / (60.0 + 40 * j)) ** 2) / (j + 1)
+    # harmonic gains follow the formants at a 1 ms control rate (cheap, smooth enough)
+    step = rate_hz // 1000
+    control_f0 = f0[::step, None]
+    control_formants = formants[::step]
+    harmonics = np.arange(1, int(4000 / f0_base))
+    harmonic_hz = control_f0 * harmonics[None, :]
+    gains = (
+        sum(
+            np.exp(-0.5 * ((harmonic_hz - control_formants[:, j, None]) / (60.0 + 40 * j)) ** 2)
+            / (j + 1)
             for j in range(3)
         )
-        signal += gain * np.sin(k * phase) / k**0.5
+        / np.sqrt(harmonics)[None, :]
+    )
+    signal = np.zeros(n)
+    for index, k in enumerate(harmonics):
+        signal += np.repeat(gains[:, index], step)[:n] * np.sin(k * phase)
     signal *= envelope
     signal += 0.01 * rng.standard_normal(n) * (envelope > 0)
     peak = float(np.max(np.abs(signal))) or 1.0
@@ -120,7 +184,9 @@ def _row(header: Sequence[str], values: dict[str, str]) -> str:
     return "\t".join(values.get(name, "") for name in header)
 
 
-def generate_commonvoice_demo(root: str, clips_per_language: int = 20, seed: int = 0) -> dict[str, int]:
+def generate_commonvoice_demo(
+    root: str, clips_per_language: int = 20, seed: int = 0
+) -> dict[str, int]:
     """Write the demo tree under ``root`` (cv-corpus layout). Returns counts of what it holds."""
     clip_id = 1000
     counts = {"clips": 0, "bad_rows": 0}
@@ -165,7 +231,9 @@ def generate_commonvoice_demo(root: str, clips_per_language: int = 20, seed: int
     return counts
 
 
-def _bad_rows(language: DemoLanguage, lang_index: int, header: Sequence[str], folder: str) -> list[str]:
+def _bad_rows(
+    language: DemoLanguage, lang_index: int, header: Sequence[str], folder: str
+) -> list[str]:
     """One deliberately bad row in four of the languages: what a real corpus has too."""
     base = {"client_id": "f" * 128, "sentence": language.sentences[0], "locale": language.locale}
     if lang_index == 0:  # listed, but the clip was never downloaded
@@ -175,8 +243,7 @@ def _bad_rows(language: DemoLanguage, lang_index: int, header: Sequence[str], fo
             handle.write(b"ID3\x03\x00\x00\x00" + bytes(range(256)) * 3)
         return [_row(header, {**base, "path": "common_voice_pl_corrupt.mp3"})]
     if lang_index == 2:  # a row broken by a stray tab in the sentence
-        return [_row(header, {**base, "path": "common_voice_hi_tab.mp3",
-                              "sentence": "टूटी\tपंक्ति"})]
+        return [_row(header, {**base, "path": "common_voice_hi_tab.mp3", "sentence": "टूटी\tपंक्ति"})]
     if lang_index == 3:  # an empty file
         open(os.path.join(folder, "clips", "common_voice_ru_empty.mp3"), "wb").close()
         return [_row(header, {**base, "path": "common_voice_ru_empty.mp3"})]

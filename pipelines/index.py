@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.faults import crash_point
 from pipelines.records import Reject
 from pipelines.shards import TEMP_MARKER, Sample, ShardInfo
 from schemas import SCHEMA_VERSION, arrow_schema
@@ -54,8 +55,7 @@ def dumps_json(value: Any) -> bytes:
 
 def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
     return b"".join(
-        (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        for row in rows
+        (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode() for row in rows
     )
 
 
@@ -80,7 +80,9 @@ def write_fragment(out: str, shard_path: str, samples: Sequence[Sample]) -> None
 def write_rejects(out: str, rejects: Iterable[Reject]) -> dict[str, Any]:
     """Write rejects.jsonl sorted; return the counts by reason and by stage."""
     ordered = sorted(rejects, key=Reject.sort_key)
-    atomic_write_bytes(os.path.join(out, "rejects.jsonl"), jsonl_bytes(r.to_dict() for r in ordered))
+    atomic_write_bytes(
+        os.path.join(out, "rejects.jsonl"), jsonl_bytes(r.to_dict() for r in ordered)
+    )
     return {
         "total": len(ordered),
         "by_reason": dict(sorted(Counter(r.reason for r in ordered).items())),
@@ -140,12 +142,16 @@ def finalize(
             if not os.path.isfile(shard_file):
                 problems.append(f"{shard.path} is listed but missing")
             elif os.path.getsize(shard_file) != shard.num_bytes:
-                problems.append(f"{shard.path} has {os.path.getsize(shard_file)} bytes, "
-                                f"shards.jsonl says {shard.num_bytes}")
+                problems.append(
+                    f"{shard.path} has {os.path.getsize(shard_file)} bytes, "
+                    f"shards.jsonl says {shard.num_bytes}"
+                )
             table = pq.read_table(fragment_path(out, shard.path), schema=schema)
             if table.num_rows != shard.num_samples:
-                problems.append(f"{shard.path}: index has {table.num_rows} rows, "
-                                f"shard has {shard.num_samples} samples")
+                problems.append(
+                    f"{shard.path}: index has {table.num_rows} rows, "
+                    f"shard has {shard.num_samples} samples"
+                )
             writer.write_table(table)
             columns = table.select(["language", "corpus", "split", "duration_s", "speaker"])
             for lang, corpus, split, seconds, speaker in zip(
@@ -160,22 +166,29 @@ def finalize(
                 total_s += seconds
             written += table.num_rows
     os.replace(temp, index_path)
+    crash_point("index-written")
 
     with open(os.path.join(out, "rejects.jsonl"), "rb") as handle:
         rejected = sum(1 for _ in handle)
     discovered = num_items - num_merged + int(rejects_summary["by_stage"].get("parse", 0))
     if rejected != rejects_summary["total"]:
-        problems.append(f"rejects.jsonl has {rejected} lines, the pipeline rejected "
-                        f"{rejects_summary['total']}")
+        problems.append(
+            f"rejects.jsonl has {rejected} lines, the pipeline rejected {rejects_summary['total']}"
+        )
     if written + rejected != discovered:
-        problems.append(f"accounting: {discovered} discovered != {written} written + "
-                        f"{rejected} rejected")
+        problems.append(
+            f"accounting: {discovered} discovered != {written} written + {rejected} rejected"
+        )
     error_rate = rejected / discovered if discovered else 0.0
     if discovered == 0:
         problems.append("no utterances discovered: check ROOT, --languages and --splits")
     elif error_rate > max_error_rate:
-        top = ", ".join(f"{reason} ({count})" for reason, count in sorted(
-            rejects_summary["by_reason"].items(), key=lambda kv: -kv[1])[:3])
+        top = ", ".join(
+            f"{reason} ({count})"
+            for reason, count in sorted(
+                rejects_summary["by_reason"].items(), key=lambda kv: -kv[1]
+            )[:3]
+        )
         problems.append(
             f"{rejected} of {discovered} items rejected ({error_rate:.1%}) exceeds "
             f"--max-error-rate {max_error_rate:.1%}; top reasons: {top}; see rejects.jsonl"

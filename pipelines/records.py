@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from corpora import CorpusOptions, SourceUtterance
+from corpora import CorpusOptions, SourceUtterance, origin_order
 from normalizers import canonicalize
 from pipelines.audio import AudioConfig, process
 from pipelines.shards import Sample
@@ -31,8 +31,9 @@ class Reject:
             "detail": self.detail,
         }
 
-    def sort_key(self) -> tuple[str, str, str, str]:
-        return (self.source, self.key or "", self.stage, self.reason)
+    def sort_key(self) -> tuple[tuple[str, int], str, str, str]:
+        """Order by source path, then line number as a number, then key, stage, reason."""
+        return (origin_order(self.source), self.key or "", self.stage, self.reason)
 
 
 def _identity(item: SourceUtterance) -> tuple[str, float | None, float | None]:
@@ -49,7 +50,7 @@ def merge_duplicates(
     not counted. Different audio under one key keeps the first by (split rank, origin) and
     rejects the rest as duplicate keys.
     """
-    ordered = sorted(items, key=lambda u: (options.split_rank(u.split), u.origin))
+    ordered = sorted(items, key=lambda u: (options.split_rank(u.split), origin_order(u.origin)))
     kept = ordered[0]
     rejects = []
     merged = 0

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pipelines.faults import crash_point
+
 TAR_BLOCK = 512
 TAR_RECORD = 20 * TAR_BLOCK
 GNU_NAME_LIMIT = 100
@@ -161,9 +163,11 @@ def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
                     for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
                         info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
                         tar.addfile(info, io.BytesIO(payload))
+                    crash_point("tar-partial")
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temp, path)
+        crash_point("shard-written")
     except BaseException:
         if os.path.exists(temp):
             os.remove(temp)

@@ -33,7 +33,8 @@ def make_key(corpus: str, source_id: str) -> str:
 def validate_key(key: str) -> str:
     if not KEY_PATTERN.match(key):
         raise InvalidKeyError(
-            f"invalid key {key!r}: keys must match {KEY_PATTERN.pattern} (derive keys with make_key)"
+            f"invalid key {key!r}: keys must match {KEY_PATTERN.pattern} "
+            "(derive keys with schemas.make_key)"
         )
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(f"key {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")

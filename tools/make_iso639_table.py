@@ -3,7 +3,8 @@
 The table is committed; this script documents where it came from and makes it reproducible:
 
     pip download --no-deps pycountry && unzip pycountry-*.whl -d pyc
-    python tools/make_iso639_table.py pyc/pycountry/databases/iso639-3.json > schemas/data/iso639_3.tsv
+    python tools/make_iso639_table.py pyc/pycountry/databases/iso639-3.json \
+        > schemas/data/iso639_3.tsv
 
 Columns: code (ISO 639-3), part1 (ISO 639-1 or empty), part2b (ISO 639-2/B or empty),
 scope (I individual, M macrolanguage, S special), name.

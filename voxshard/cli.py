@@ -29,7 +29,9 @@ def _fail(error: Exception, code: int) -> NoReturn:
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
+        level=logging.DEBUG if verbose else logging.ERROR,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
     )
     logging.getLogger("voxshard").setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in ("apache_beam", "absl"):

@@ -1,0 +1,325 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import webdataset as wds
+from conftest import tone, tree_digest, write_audio, write_tsv
+from scipy.signal import resample_poly
+
+from pipelines.build import BuildConfig, build_pipeline, prepare_output, run_build
+from pipelines.shards import archive_bytes
+from schemas import BuildError, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def build(root: Path, out: Path, source: str = "commonvoice", **options) -> dict:
+    return run_build(BuildConfig(source=source, root=str(root), out=str(out), **options))
+
+
+def check_contract(out: Path) -> dict:
+    """Every point of the build contract that holds for any build; returns stats.json."""
+    stats = json.loads((out / "stats.json").read_text())
+    shards = read_jsonl(out / "shards.jsonl")
+    rejects = read_jsonl(out / "rejects.jsonl")
+    index = pq.read_table(out / "utterances.parquet").to_pylist()
+    assert stats["discovered"] == stats["written"] + stats["rejected"]
+    assert stats["written"] == len(index) == sum(s["num_samples"] for s in shards)
+    assert stats["rejected"] == len(rejects)
+    assert json.loads((out / "COMPLETED").read_text())["schema_version"] == 1
+    assert not (out / ".work").exists()
+    by_key = {row["key"]: row for row in index}
+    assert len(by_key) == len(index)  # keys unique
+    for shard in shards:
+        path = out / shard["path"]
+        assert path.stat().st_size == shard["num_bytes"]
+        assert shard["path"].startswith(
+            f"shards/{shard['lang']}/{shard['corpus']}-{shard['split']}-"
+        )
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+            names = [m.name for m in members]
+            keys = [n.rsplit(".", 1)[0] for n in names[::2]]
+            assert names == [f"{k}.{ext}" for k in keys for ext in ("flac", "json")]
+            assert keys == sorted(keys)
+            assert all((m.mtime, m.uid, m.gid, m.mode) == (0, 0, 0, 0o644) for m in members)
+            for key in keys:
+                record = json.loads(tar.extractfile(f"{key}.json").read())  # type: ignore[union-attr]
+                assert record == {k: v for k, v in by_key[key].items() if k != "shard"}
+                assert by_key[key]["shard"] == shard["path"]
+                audio, rate = sf.read(io.BytesIO(tar.extractfile(f"{key}.flac").read()))  # type: ignore[union-attr]
+                info = sf.info(io.BytesIO(tar.extractfile(f"{key}.flac").read()))  # type: ignore[union-attr]
+                assert (info.channels, info.subtype, rate) == (1, "PCM_16", record["sample_rate"])
+                assert len(audio) == record["num_samples"]
+                assert record["duration_s"] == record["num_samples"] / rate
+                for field in ("speaker", "gender", "age", "accent", "geo"):
+                    assert record[field] != ""
+    return stats
+
+
+def test_commonvoice_round_trip(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stats = build(cv_root, out)
+    check_contract(out)
+    assert stats["written"] == 11 and stats["rejected"] == 0
+    assert sorted(os.listdir(out / "shards")) == ["deu", "eng", "pol"]
+    assert stats["by_language"]["utterances"] == {"deu": 3, "eng": 5, "pol": 3}
+    assert stats["speakers"]["total"] == 6
+
+    urls = sorted(str(p) for p in (out / "shards").rglob("*.tar"))
+    samples = {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False)}
+    assert len(samples) == 11
+    record = json.loads(samples["commonvoice_en_1"]["json"])
+    assert record == {
+        "key": "commonvoice_en_1",
+        "corpus": "commonvoice",
+        "split": "train",
+        "language": "eng",
+        "source_language": "en",
+        "speaker": "commonvoice_en1" + "0" * 125,
+        "gender": "female",
+        "age": "twenties",
+        "accent": None,
+        "geo": None,
+        "transcript": {
+            "raw": "en sentence 1",
+            "normalized": "en sentence 1",
+            "scripts": None,
+            "cmi": None,
+        },
+        "duration_s": record["num_samples"] / 16000,
+        "sample_rate": 16000,
+        "num_samples": record["num_samples"],
+        "source": {"path": "en/clips/common_voice_en_1.mp3", "start_s": None, "end_s": None},
+    }
+    # the audio is the source, resampled: compare with an independent resampler
+    source, rate = sf.read(cv_root / "en/clips/common_voice_en_1.mp3", dtype="float32")
+    assert rate == 48000
+    reference = resample_poly(source, 1, 3)
+    audio, _ = sf.read(io.BytesIO(samples["commonvoice_en_1"]["flac"]), dtype="float32")
+    assert abs(len(audio) - len(reference)) <= 1
+    n = min(len(audio), len(reference))
+    assert np.max(np.abs(audio[:n] - reference[:n])) < 3e-3
+    # de clips were 32 kHz MP3
+    de, _ = sf.read(io.BytesIO(samples["commonvoice_de_1"]["flac"]), dtype="float32")
+    de_source, de_rate = sf.read(cv_root / "de/clips/common_voice_de_1.mp3", dtype="float32")
+    assert de_rate == 32000 and abs(len(de) - len(de_source) / 2) <= 1
+
+
+def test_clip_in_train_and_validated_is_written_once(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stats = build(cv_root, out, splits=("train", "validated"))
+    check_contract(out)
+    index = pq.read_table(out / "utterances.parquet").to_pylist()
+    splits = {row["key"]: row["split"] for row in index}
+    # train clips stay train (first in --splits); dev clips appear only in validated
+    assert splits["commonvoice_en_1"] == "train"
+    assert splits["commonvoice_en_4"] == "validated"
+    assert len(index) == 3 + 1 + 2 + 1 + 2  # en train+dev, pl train+dev, de train
+    assert stats["merged_duplicate_listings"] == 3 + 2 + 2
+    assert stats["discovered"] == len(index)
+
+
+@pytest.fixture
+def bad_manifest(tmp_path: Path) -> Path:
+    """A manifest with one good row and one row of every reject class."""
+    folder = tmp_path / "m"
+    write_audio(folder / "good.wav", tone(440, 1.0, 16000), 16000, "wav")
+    write_audio(folder / "good2.flac", tone(660, 1.0, 22050), 22050, "flac")
+    write_audio(folder / "short.wav", tone(440, 0.05, 16000), 16000, "wav")
+    write_audio(folder / "long.wav", tone(440, 3.0, 8000), 8000, "wav")
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "corrupt.mp3").write_bytes(b"\xff\xfb" + bytes(range(256)) * 4)
+    (tmp_path / "secret.wav").write_bytes(b"x")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language", "speaker", "transcript"],
+        [
+            ["good", "good.wav", "en", "s1", "hello  world"],
+            ["good2", "good2.flac", "pl-PL", "", ""],
+            ["missing", "missing.wav", "en", "s1", ""],
+            ["corrupt", "corrupt.mp3", "en", "s1", ""],
+            ["empty", "empty.wav", "en", "s1", ""],
+            ["unknown", "good.wav", "xx", "s1", ""],
+            ["escape", "../secret.wav", "en", "s1", ""],
+            ["short", "short.wav", "en", "s1", ""],
+            ["long", "long.wav", "en", "s1", ""],
+            ["good", "good2.flac", "en", "s1", ""],  # same id, other audio: duplicate key
+            ["malformed", "good.wav"],
+        ],
+    )
+    return folder / "manifest.tsv"
+
+
+def test_every_reject_class_is_accounted(bad_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stats = build(bad_manifest, out, source="manifest", max_duration_s=2.0, max_error_rate=1.0)
+    check_contract(out)
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert [(r["key"], r["stage"], r["reason"]) for r in rejects] == [
+        ("manifest_corrupt", "decode", "unreadable audio"),
+        ("manifest_empty", "decode", "empty audio file (0 bytes)"),
+        ("manifest_long", "validate", "too long"),
+        ("manifest_unknown", "language", "unknown language"),
+        (None, "parse", "path escapes the manifest folder"),
+        ("manifest_good", "dedup", "duplicate key"),
+        (None, "parse", "wrong column count"),
+        ("manifest_missing", "decode", "missing audio file"),
+        ("manifest_short", "validate", "too short"),
+    ]
+    assert [r["source"] for r in rejects[3:7]] == [
+        "manifest.tsv:7",
+        "manifest.tsv:8",
+        "manifest.tsv:11",
+        "manifest.tsv:12",
+    ]
+    assert stats["discovered"] == 11 and stats["written"] == 2 and stats["rejected"] == 9
+    assert stats["rejected_by_stage"] == {
+        "decode": 3,
+        "dedup": 1,
+        "language": 1,
+        "parse": 2,
+        "validate": 2,
+    }
+    index = {row["key"]: row for row in pq.read_table(out / "utterances.parquet").to_pylist()}
+    assert index["manifest_good"]["transcript"]["normalized"] == "hello world"
+    assert index["manifest_good"]["speaker"] == "manifest_s1"
+    assert index["manifest_good2"]["language"] == "pol"
+    assert index["manifest_good2"]["source_language"] == "pl-PL"
+    assert index["manifest_good2"]["speaker"] is None
+    assert index["manifest_good2"]["num_samples"] == 16000  # 22.05 kHz FLAC resampled
+
+
+def test_error_rate_above_limit_fails_without_completed(bad_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match=r"9 of 11 items rejected \(81.8%\) exceeds"):
+        build(bad_manifest, out, source="manifest", max_duration_s=2.0)
+    assert not (out / "COMPLETED").exists()
+    assert json.loads((out / "stats.json").read_text())["rejected"] == 9
+
+
+def test_builds_are_byte_identical(cv_root: Path, tmp_path: Path) -> None:
+    build(cv_root, tmp_path / "a", shard_size_mb=0.03)
+    build(cv_root, tmp_path / "b", shard_size_mb=0.03)
+    first = tree_digest(tmp_path / "a")
+    assert first == tree_digest(tmp_path / "b")
+    assert len([p for p in first if p.endswith(".tar")]) > 3
+
+
+def test_shard_size_bound_and_contiguous_numbers(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    bound_mb = 0.03
+    build(cv_root, out, shard_size_mb=bound_mb)
+    check_contract(out)
+    shards = read_jsonl(out / "shards.jsonl")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for shard in shards:
+        assert shard["num_bytes"] <= bound_mb * 1e6 or shard["num_samples"] == 1
+        groups.setdefault((shard["lang"], shard["split"]), []).append(shard["path"])
+    for paths in groups.values():
+        numbers = sorted(int(p[-10:-4]) for p in paths)
+        assert numbers == list(range(len(numbers)))
+    assert len(shards) > len(groups)  # the bound split some groups
+
+
+def test_two_workers_give_identical_output(cv_root: Path, tmp_path: Path) -> None:
+    build(cv_root, tmp_path / "one", shard_size_mb=0.03)
+    build(cv_root, tmp_path / "two", shard_size_mb=0.03, workers=2)
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+
+
+@pytest.mark.parametrize("point", ["tar-partial:2", "shard-written:3", "index-written:1"])
+def test_killed_build_leaves_no_partial_file_and_resumes(
+    cv_root: Path, tmp_path: Path, point: str
+) -> None:
+    reference = tmp_path / "reference"
+    build(cv_root, reference, shard_size_mb=0.03)
+    reference_files = tree_digest(reference)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "voxshard",
+        "build",
+        "commonvoice",
+        str(cv_root),
+        "--out",
+        str(out),
+        "--shard-size",
+        "0.03",
+    ]
+    env = {**os.environ, "VOXSHARD_CRASH_AT": point}
+    killed = subprocess.run(command, env=env, capture_output=True, cwd=REPO, timeout=300)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert not (out / "COMPLETED").exists()
+    for relative, digest in tree_digest(out).items():
+        name = os.path.basename(relative)
+        if relative.startswith("shards/") and not name.startswith("."):
+            assert digest == reference_files[relative]  # final names hold complete files only
+    if point.startswith("tar-partial"):
+        assert any(".tmp-" in name for name in tree_digest(out))  # the partial one is a temp
+    rerun = subprocess.run(command, capture_output=True, cwd=REPO, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert tree_digest(out) == reference_files
+
+
+def test_output_folder_rules(cv_root: Path, tmp_path: Path) -> None:
+    config = BuildConfig(source="commonvoice", root=str(cv_root), out=str(tmp_path / "o"))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and holds no voxshard build"):
+        prepare_output(config, overwrite=False)
+    run_build(config, overwrite=True)
+    assert (tmp_path / "o" / "notes.txt").read_text() == "mine"  # --overwrite only removes ours
+    with pytest.raises(ConfigError, match="already holds a completed build"):
+        prepare_output(config, overwrite=False)
+    other = BuildConfig(source="commonvoice", root=str(cv_root), out=str(tmp_path / "p"))
+    prepare_output(other, overwrite=False)  # an unfinished build
+    changed = BuildConfig(
+        source="commonvoice", root=str(cv_root), out=str(tmp_path / "p"), sample_rate=8000
+    )
+    with pytest.raises(ConfigError, match="unfinished build with other options"):
+        prepare_output(changed, overwrite=False)
+
+
+def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        BuildConfig(
+            source="nope",
+            root=str(tmp_path / "missing"),
+            out=str(tmp_path / "o"),
+            sample_rate=10,
+            shard_size_mb=0,
+            max_error_rate=2,
+            workers=0,
+            languages=("klingon",),
+        )
+    assert len(info.value.problems) == 7
+
+
+def test_build_pipeline_runs_under_test_pipeline(cv_root: Path, tmp_path: Path) -> None:
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    config = BuildConfig(
+        source="commonvoice", root=str(cv_root), out=str(tmp_path / "o"), languages=("pol",)
+    )
+    (tmp_path / "o").mkdir()
+    with TestPipeline(runner=FnApiRunner()) as p:
+        build_pipeline(p, config, ["pl/train.tsv"])
+    assert json.loads((tmp_path / "o" / "stats.json").read_text())["written"] == 2
+    assert archive_bytes(0) == 10240

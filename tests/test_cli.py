@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from voxshard.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voxshard", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["build", "commonvoice", "/no/such/root", "--out", "{out}"],
+            "ROOT '/no/such/root' does not exist",
+        ),
+        (["build", "lhotse", "{root}", "--out", "{out}"], "unknown SOURCE 'lhotse'; choose one of"),
+        (
+            ["build", "commonvoice", "{root}", "--out", "{out}", "--languages", "xx"],
+            "unknown language tag 'xx'",
+        ),
+        (
+            ["build", "commonvoice", "{root}", "--out", "{nonempty}"],
+            "is not empty and holds no voxshard build",
+        ),
+        (["inspect", "{root}"], "holds no stats.json"),
+    ],
+)
+def test_user_mistakes_give_one_clear_line(
+    cv_root: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    values = {
+        "out": str(tmp_path / "out"),
+        "root": str(cv_root),
+        "nonempty": str(tmp_path / "full"),
+    }
+    result = run_cli(*(a.format(**values) for a in args))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxshard: error: ") and message in lines[0]
+
+
+def test_build_then_inspect(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        "build",
+        "commonvoice",
+        str(cv_root),
+        "--out",
+        str(out),
+        "--languages",
+        "pl,de",
+        "--splits",
+        "train",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 4 utterances" in result.stdout
+    assert json.loads((out / "stats.json").read_text())["by_language"]["utterances"] == {
+        "deu": 2,
+        "pol": 2,
+    }
+    shown = runner.invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0
+    assert "deu" in shown.stdout and "pol" in shown.stdout
+    assert "written 4, rejected 0" in shown.stdout
+
+
+def test_beam_options_after_double_dash_reach_beam(cv_root: Path, tmp_path: Path) -> None:
+    # an option Beam knows passes through untouched
+    result = run_cli(
+        "build",
+        "commonvoice",
+        str(cv_root),
+        "--out",
+        str(tmp_path / "o"),
+        "--languages",
+        "pl",
+        "--",
+        "--job_name=voxshard-test",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("build", "inspect", "demo"):
+        assert command in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import voxshard.cli, sys; print('apache_beam' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert probe.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    result = run_cli("demo", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "demo" / "build" / "stats.json").read_text())
+    assert set(stats["by_language"]["utterances"]) == {"cmn", "eng", "hin", "pol", "rus"}
+    assert stats["rejected"] == 4 and stats["written"] == 100

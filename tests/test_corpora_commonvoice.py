@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CV_HEADERS, cv_row, write_tsv
+
+from corpora import CorpusOptions, SourceUtterance, get_corpus
+from corpora.base import read_table
+from schemas import ConfigError, CorpusFormatError
+
+CV = get_corpus("commonvoice")
+
+
+def parse_all(root: Path, splits: tuple[str, ...] = ("train", "dev", "test"), languages=None):
+    options = CorpusOptions(str(root), splits, languages)
+    results = []
+    for source in CV.list_sources(options):
+        results.extend(CV.parse_source(options, source))
+    return results
+
+
+def test_unbalanced_quote_three_rows_in_three_rows_out(tmp_path: Path) -> None:
+    header = CV_HEADERS["v13"]
+    rows = [
+        cv_row(header, client_id="a", path="common_voice_en_1.mp3", sentence='He said "no.'),
+        cv_row(header, client_id="b", path="common_voice_en_2.mp3", sentence='"Quoted" start'),
+        cv_row(header, client_id="c", path="common_voice_en_3.mp3", sentence="plain"),
+    ]
+    write_tsv(tmp_path / "en" / "train.tsv", header, rows)
+    (tmp_path / "en" / "clips").mkdir()
+    parsed = parse_all(tmp_path, ("train",))
+    assert [u.transcript for u in parsed] == ['He said "no.', '"Quoted" start', "plain"]
+
+
+@pytest.mark.parametrize("generation", sorted(CV_HEADERS))
+def test_every_header_generation(tmp_path: Path, generation: str) -> None:
+    header = CV_HEADERS[generation]
+    gender = "female_feminine" if generation == "v17" else "female"
+    accent_column = "accents" if "accents" in header else "accent"
+    row = cv_row(
+        header,
+        client_id="ab" * 64,
+        path="common_voice_fy-NL_42.mp3",
+        sentence="Hoe giet it?",
+        age="fourties",
+        gender=gender,
+        locale="fy-NL",
+        **{accent_column: "Frysk"},
+    )
+    write_tsv(tmp_path / "fy-NL" / "dev.tsv", header, [row])
+    (tmp_path / "fy-NL" / "clips").mkdir()
+    [utterance] = parse_all(tmp_path, ("dev",))
+    assert utterance == SourceUtterance(
+        key="commonvoice_fy-NL_42",
+        corpus="commonvoice",
+        split="dev",
+        source_language="fy-NL",
+        audio_path="fy-NL/clips/common_voice_fy-NL_42.mp3",
+        origin="fy-NL/dev.tsv:2",
+        speaker="commonvoice_" + "ab" * 64,
+        gender="female",
+        age="fourties",
+        accent="Frysk",
+        transcript="Hoe giet it?",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("male", "male"),
+        ("female", "female"),
+        ("other", "other"),
+        ("male_masculine", "male"),
+        ("female_feminine", "female"),
+        ("transgender", "other"),
+        ("non-binary", "other"),
+        ("do_not_wish_to_say", None),
+        ("", None),
+    ],
+)
+def test_both_gender_vocabularies(tmp_path: Path, value: str, expected: str | None) -> None:
+    header = CV_HEADERS["v17"]
+    write_tsv(
+        tmp_path / "en" / "test.tsv",
+        header,
+        [cv_row(header, client_id="c", path="x.mp3", gender=value)],
+    )
+    (tmp_path / "en" / "clips").mkdir()
+    [utterance] = parse_all(tmp_path, ("test",))
+    assert utterance.gender == expected
+
+
+def test_malformed_rows_are_errors_and_parsing_goes_on(tmp_path: Path) -> None:
+    header = CV_HEADERS["v13"]
+    path = tmp_path / "en" / "train.tsv"
+    write_tsv(path, header, [cv_row(header, client_id="a", path="a.mp3")])
+    with open(path, "ab") as handle:
+        handle.write(b"only\ttwo\n")  # short row
+        handle.write("\t".join(cv_row(header, client_id="b", path="b.mp3")).encode() + b"\n")
+        handle.write(b"\xff\xfe bad bytes\t" * 10 + b"\n")  # not UTF-8
+        handle.write(b"\n")  # blank line: skipped
+        handle.write("\t".join(cv_row(header, client_id="c", path="c/../x.mp3")).encode() + b"\n")
+    (tmp_path / "en" / "clips").mkdir()
+    results = parse_all(tmp_path, ("train",))
+    kinds = [(r.reason, r.line) if isinstance(r, CorpusFormatError) else r.key for r in results]
+    assert kinds == [
+        "commonvoice_a",
+        ("wrong column count", 3),
+        "commonvoice_b",
+        ("not valid UTF-8", 5),
+        ("invalid clip name", 7),
+    ]
+
+
+def test_missing_required_column_rejects_the_table(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "en" / "train.tsv", ["client_id", "sentence"], [["a", "hi"]])
+    (tmp_path / "en" / "clips").mkdir()
+    [error] = parse_all(tmp_path, ("train",))
+    assert isinstance(error, CorpusFormatError)
+    assert (error.reason, error.detail) == ("header lacks required columns", "path")
+
+
+def test_language_filter_and_locale_folder_listing(cv_root: Path) -> None:
+    options = CorpusOptions(str(cv_root), ("train", "dev", "test"), frozenset({"pol", "deu"}))
+    assert CV.list_sources(options) == [
+        "de/train.tsv",
+        "de/dev.tsv",
+        "de/test.tsv",
+        "pl/train.tsv",
+        "pl/dev.tsv",
+        "pl/test.tsv",
+    ]
+
+
+def test_root_may_be_one_locale_folder(cv_root: Path) -> None:
+    options = CorpusOptions(str(cv_root / "pl"), ("train",))
+    [source] = CV.list_sources(options)
+    assert source == "train.tsv"
+    utterances = list(CV.parse_source(options, source))
+    assert [u.audio_path for u in utterances] == [  # type: ignore[union-attr]
+        "clips/common_voice_pl_1.mp3",
+        "clips/common_voice_pl_2.mp3",
+    ]
+    assert {u.source_language for u in utterances} == {"pl"}  # type: ignore[union-attr]
+
+
+def test_listing_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no Common Voice locale folders"):
+        CV.list_sources(CorpusOptions(str(tmp_path), ("train",)))
+    (tmp_path / "en" / "clips").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="locales found: en"):
+        CV.list_sources(CorpusOptions(str(tmp_path), ("train",)))
+
+
+def test_read_table_strips_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "t.tsv"
+    path.write_bytes(b'\xef\xbb\xbfa\tb\r\n1\t"2\r\n')
+    assert list(read_table(str(path), "t.tsv")) == [(2, {"a": "1", "b": '"2'})]

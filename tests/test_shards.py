@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pipelines.shards import (
+    Sample,
+    archive_bytes,
+    assign_bucket,
+    bucket_count,
+    cut_parts,
+    member_bytes,
+    stable_hash,
+    write_tar,
+)
+
+
+def sample(key: str, flac_size: int, json_size: int = 100) -> Sample:
+    return Sample(
+        key,
+        "eng",
+        "c",
+        "train",
+        bytes([len(key) % 256]) * flac_size,
+        b"{" + b" " * (json_size - 2) + b"}",
+        1.0,
+    )
+
+
+@pytest.mark.parametrize("key_length", [5, 90, 95, 96, 150, 700])
+@pytest.mark.parametrize("sizes", [(0, 1), (511, 512), (513, 100_000), (1, 1023)])
+def test_size_accounting_matches_real_tar_bytes(
+    tmp_path: Path, key_length: int, sizes: tuple[int, int]
+) -> None:
+    samples = [sample("k" * key_length + str(i), size) for i, size in enumerate(sizes)]
+    path = tmp_path / "s.tar"
+    num_bytes, _ = write_tar(str(path), samples)
+    expected = archive_bytes(sum(s.tar_bytes for s in samples))
+    assert num_bytes == expected == path.stat().st_size
+    assert member_bytes("a.json", 0) == 512
+
+
+def test_tar_members_are_fixed_sorted_and_complete(tmp_path: Path) -> None:
+    samples = [sample("b", 10), sample("a", 2000)]
+    path = tmp_path / "s.tar"
+    _num_bytes, sha = write_tar(str(path), sorted(samples, key=lambda s: s.key))
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == ["a.flac", "a.json", "b.flac", "b.json"]
+        for member in members:
+            assert (member.mtime, member.uid, member.gid, member.mode) == (0, 0, 0, 0o644)
+            assert (member.uname, member.gname) == ("", "")
+        assert tar.extractfile("a.flac").read() == samples[1].flac  # type: ignore[union-attr]
+    # same samples, same bytes, and no temporary file left behind
+    write_tar(str(tmp_path / "t.tar"), sorted(samples, key=lambda s: s.key))
+    assert (tmp_path / "t.tar").read_bytes() == path.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["s.tar", "t.tar"]
+
+
+def test_cut_parts_respects_the_bound() -> None:
+    sizes = [3000, 3000, 3000, 3000, 50_000, 100]
+    bound = 10_240 + 512
+    parts = cut_parts(sizes, bound)
+    assert sum(parts) == len(sizes)
+    start = 0
+    for count in parts:
+        chunk = sizes[start : start + count]
+        start += count
+        assert archive_bytes(sum(chunk)) <= bound or count == 1  # oversized sample alone
+    assert parts == [3, 1, 1, 1]
+    assert cut_parts([], bound) == []
+
+
+def test_stable_hash_and_buckets() -> None:
+    assert stable_hash("commonvoice_en_1") == stable_hash("commonvoice_en_1")
+    assert stable_hash("commonvoice_en_1") == 0x40EF25988E20A6A1  # blake2b: same on any machine
+    assert bucket_count(0, 1000) == 1
+    assert bucket_count(850, 1000) == 1
+    assert bucket_count(851, 1000) == 2
+    counts = [0] * 8
+    for i in range(8000):
+        counts[assign_bucket(f"key{i}", 8)] += 1
+    assert min(counts) > 850  # roughly uniform
