@@ -21,6 +21,9 @@ class SourceUtterance:
     origin: str  # "table:line" that produced it, for rejects and tie-breaking
     start_s: float | None = None
     end_s: float | None = None
+    # pieces (start_s, end_s) of the audio concatenated into the utterance (VoxPopuli VAD);
+    # None means the one span start_s..end_s (or the whole file)
+    pieces: tuple[tuple[float, float], ...] | None = None
     speaker: str | None = None
     gender: str | None = None
     age: str | None = None
@@ -44,6 +47,10 @@ class CorpusOptions:
     def base_dir(self) -> str:
         """The folder that audio paths and ``source.path`` are relative to."""
         return self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+
+    def setting(self, name: str, default: str) -> str:
+        """A corpus-specific option (``--subset``, ``--voxpopuli-audio``, ...)."""
+        return dict(self.settings).get(name, default)
 
     def wants_language(self, tag: str) -> bool:
         if self.languages is None:
@@ -83,6 +90,30 @@ class CorpusSpec:
     default_splits: tuple[str, ...] | None
     list_sources: Callable[[CorpusOptions], list[str]]
     parse_source: Callable[[CorpusOptions, str], Iterator[ParseResult]]
+    # corpus-specific settings: name -> allowed values (None: a positive number)
+    settings: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+
+    def check_settings(self, settings: tuple[tuple[str, str], ...]) -> list[str]:
+        """Every problem with ``settings`` for this corpus, as messages for the user."""
+        problems = []
+        for name, value in settings:
+            if name not in self.settings:
+                problems.append(f"--{name.replace('_', '-')} does not apply to {self.name}")
+                continue
+            allowed = self.settings[name]
+            if allowed is None:
+                try:
+                    ok = float(value) > 0
+                except ValueError:
+                    ok = False
+                if not ok:
+                    flag = f"--{name.replace('_', '-')}"
+                    problems.append(f"{flag} {value!r} must be a positive number")
+            elif value not in allowed:
+                problems.append(
+                    f"--{name.replace('_', '-')} {value!r} must be one of {', '.join(allowed)}"
+                )
+        return problems
 
 
 GENDER_MAP = {

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,22 +44,17 @@ class EncodedAudio:
         return self.num_samples / self.sample_rate
 
 
+Span = tuple[float | None, float | None]  # (start_s, end_s); None = file start / file end
+
+
 def _is_shorten_sphere(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(1024)
-    if not head.startswith(b"NIST_1A"):
-        return False
-    return SHORTEN_MAGIC in head and b"shorten" in head
+    return head.startswith(b"NIST_1A") and SHORTEN_MAGIC in head and b"shorten" in head
 
 
-def decode(
-    path: str, start_s: float | None = None, end_s: float | None = None
-) -> tuple[FloatArray, int]:
-    """Return (mono float32 samples, sample rate) of ``path`` between start_s and end_s.
-
-    Raises AudioError("decode", reason) for missing, empty, unreadable or silent-length files.
-    A segment is read with seek + read, so a long file is not loaded whole.
-    """
+def _open(path: str) -> Any:
+    """An open soundfile.SoundFile, or AudioError("decode", ...) saying why not."""
     import soundfile as sf
 
     if not os.path.isfile(path):
@@ -65,45 +62,76 @@ def decode(
     if os.path.getsize(path) == 0:
         raise AudioError("decode", "empty audio file (0 bytes)")
     try:
-        with sf.SoundFile(path) as handle:
-            rate = int(handle.samplerate)
-            start_frame = 0 if start_s is None else round(start_s * rate)
-            stop_frame = None if end_s is None else round(end_s * rate)
-            if start_frame:
-                if handle.seekable() and handle.frames > 0 and start_frame >= handle.frames:
-                    raise AudioError(
-                        "decode", "segment starts after the end of the audio", f"{start_s} s"
-                    )
-                handle.seek(start_frame)
-            blocks = []
-            remaining = None if stop_frame is None else max(0, stop_frame - start_frame)
-            buffer = np.empty((READ_BLOCK_FRAMES, handle.channels), dtype=np.float32)
-            while remaining is None or remaining > 0:
-                want = READ_BLOCK_FRAMES if remaining is None else min(READ_BLOCK_FRAMES, remaining)
-                block = handle.read(out=buffer[:want])
-                if len(block) == 0:
-                    break
-                blocks.append(
-                    block.mean(axis=1, dtype=np.float32)
-                    if block.shape[1] > 1
-                    else block[:, 0].copy()
-                )
-                if remaining is not None:
-                    remaining -= len(block)
-    except AudioError:
-        raise
+        return sf.SoundFile(path)
     except sf.LibsndfileError as error:
         if _is_shorten_sphere(path):
             raise AudioError(
                 "decode", "shorten-compressed SPHERE is not supported; convert it with sph2pipe"
             ) from error
-        raise AudioError("decode", "unreadable audio", error.error_string) from error
+        detail = f"libsndfile: {error.error_string}"
+        raise AudioError("decode", "unreadable audio", detail) from error
     except (RuntimeError, ValueError, TypeError, OSError) as error:
         raise AudioError("decode", "unreadable audio", str(error)) from error
-    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def _read_frames(handle: Any, start_frame: int, stop_frame: int | None) -> FloatArray:
+    """Mono float32 frames [start_frame, stop_frame) by seek + block reads (bounded memory).
+
+    Counts what is actually decoded: the header's frame count can be wrong (MP3).
+    """
+    if start_frame:
+        handle.seek(start_frame)
+    blocks = []
+    remaining = None if stop_frame is None else max(0, stop_frame - start_frame)
+    buffer = np.empty((READ_BLOCK_FRAMES, handle.channels), dtype=np.float32)
+    while remaining is None or remaining > 0:
+        want = READ_BLOCK_FRAMES if remaining is None else min(READ_BLOCK_FRAMES, remaining)
+        block = handle.read(out=buffer[:want])
+        if len(block) == 0:
+            break
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        blocks.append(mono.copy())
+        if remaining is not None:
+            remaining -= len(block)
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def read_spans(handle: Any, spans: Sequence[Span]) -> tuple[FloatArray, int]:
+    """Concatenate the spans of an open file. Frames are ``int(t * rate)``, as the official
+    VoxPopuli cutter does; a span running past the end is trimmed, a span starting after the
+    end contributes nothing, and if nothing is left the segment is an AudioError."""
+    import soundfile as sf
+
+    rate = int(handle.samplerate)
+    known_frames = int(handle.frames) if handle.seekable() else 0
+    pieces = []
+    try:
+        for start_s, end_s in spans:
+            start_frame = 0 if start_s is None else int(start_s * rate)
+            if 0 < known_frames <= start_frame:
+                continue
+            stop_frame = None if end_s is None else int(end_s * rate)
+            pieces.append(_read_frames(handle, start_frame, stop_frame))
+    except sf.LibsndfileError as error:
+        detail = f"libsndfile: {error.error_string}"
+        raise AudioError("decode", "unreadable audio", detail) from error
+    except (RuntimeError, ValueError) as error:
+        raise AudioError("decode", "unreadable audio", str(error)) from error
+    if not pieces:
+        start = spans[0][0] if spans else None
+        raise AudioError("decode", "segment starts after the end of the audio", f"{start} s")
+    samples = np.concatenate(pieces)
     if samples.size == 0:
         raise AudioError("decode", "no audio samples decoded")
     return samples, rate
+
+
+def decode(
+    path: str, start_s: float | None = None, end_s: float | None = None
+) -> tuple[FloatArray, int]:
+    """(mono float32 samples, sample rate) of ``path`` between start_s and end_s."""
+    with _open(path) as handle:
+        return read_spans(handle, [(start_s, end_s)])
 
 
 def resample(samples: FloatArray, rate_in: int, rate_out: int, quality: str = "HQ") -> FloatArray:
@@ -133,11 +161,8 @@ def encode_flac(pcm: npt.NDArray[np.int16], sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def process(
-    path: str, start_s: float | None, end_s: float | None, config: AudioConfig
-) -> EncodedAudio:
-    """Decode + resample + validate + encode. Raises AudioError(stage, reason)."""
-    samples, rate = decode(path, start_s, end_s)
+def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
+    """Validate + resample + encode decoded samples. Raises AudioError("validate", ...)."""
     if not np.isfinite(samples).all():
         raise AudioError("validate", "non-finite samples (NaN or inf)")
     samples = resample(samples, rate, config.sample_rate, config.resample_quality)
@@ -159,3 +184,35 @@ def process(
         source_sample_rate=rate,
         clipped_samples=clipped,
     )
+
+
+def process_file(
+    path: str, requests: Sequence[Sequence[Span]], config: AudioConfig
+) -> list[EncodedAudio | AudioError]:
+    """Cut every request (a list of spans) from one file, opened and decoded once.
+
+    Returns one result per request, in order; a file that cannot be opened fails them all.
+    """
+    try:
+        handle = _open(path)
+    except AudioError as error:
+        return [error] * len(requests)
+    results: list[EncodedAudio | AudioError] = []
+    with handle:
+        for spans in requests:
+            try:
+                samples, rate = read_spans(handle, spans)
+                results.append(finish(samples, rate, config))
+            except AudioError as error:
+                results.append(error)
+    return results
+
+
+def process(
+    path: str, start_s: float | None, end_s: float | None, config: AudioConfig
+) -> EncodedAudio:
+    """Decode + resample + validate + encode one span. Raises AudioError(stage, reason)."""
+    [result] = process_file(path, [[(start_s, end_s)]], config)
+    if isinstance(result, AudioError):
+        raise result
+    return result

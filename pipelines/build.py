@@ -19,9 +19,10 @@ from typing import Any
 import apache_beam as beam
 
 from corpora import CorpusOptions, SourceUtterance, get_corpus
+from corpora.geo_table import read_geo_table
 from pipelines import index
 from pipelines.audio import AudioConfig
-from pipelines.records import Reject, make_sample, merge_duplicates
+from pipelines.records import Reject, make_samples, merge_duplicates
 from pipelines.shards import (
     Sample,
     ShardInfo,
@@ -33,7 +34,6 @@ from pipelines.shards import (
 )
 from schemas import (
     SCHEMA_VERSION,
-    AudioError,
     BuildError,
     ConfigError,
     CorpusFormatError,
@@ -63,13 +63,20 @@ class BuildConfig:
     max_duration_s: float = 60.0
     max_error_rate: float = 0.05
     workers: int = 1
+    settings: tuple[tuple[str, str], ...] = ()  # corpus-specific: (name, value) pairs
+    geo: str | None = None  # --geo FILE
 
     def __post_init__(self) -> None:
         problems = []
         try:
-            get_corpus(self.source)
+            problems.extend(get_corpus(self.source).check_settings(self.settings))
         except ConfigError as error:
             problems.extend(error.problems)
+        if self.geo is not None:
+            try:
+                read_geo_table(self.geo)
+            except ConfigError as error:
+                problems.extend(error.problems)
         if not os.path.exists(self.root):
             problems.append(f"ROOT {self.root!r} does not exist")
         if self.sample_rate < 1000 or self.sample_rate > 192000:
@@ -110,6 +117,7 @@ class BuildConfig:
             languages=None
             if self.languages is None
             else frozenset(resolve_language(tag) for tag in self.languages),
+            settings=self.settings,
         )
 
     def identity(self) -> dict[str, Any]:
@@ -119,6 +127,9 @@ class BuildConfig:
         fields.pop("workers")
         fields["root"] = os.path.abspath(self.root)
         fields["schema_version"] = SCHEMA_VERSION
+        if self.geo is not None:  # the table's content decides the output, not its path
+            with open(self.geo, "rb") as handle:
+                fields["geo"] = hashlib.sha256(handle.read()).hexdigest()
         return fields
 
     def config_hash(self) -> str:
@@ -190,8 +201,8 @@ class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
             yield beam.pvalue.TaggedOutput(MERGED, merged)
 
 
-class MakeSample(beam.DoFn):  # type: ignore[misc]
-    """Language + decode + resample + validate + encode; failures become rejects."""
+class MakeSamples(beam.DoFn):  # type: ignore[misc]
+    """(audio path, items) -> samples: the file is decoded once for all its segments."""
 
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
@@ -199,29 +210,21 @@ class MakeSample(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         self.options = self.config.corpus_options()
         self.audio = self.config.audio()
+        self.geo_table = None if self.config.geo is None else read_geo_table(self.config.geo)
         self.progress = _Progress("audio")
         self.rejected = beam.metrics.Metrics.counter("voxshard", "rejected")
-        self.written = beam.metrics.Metrics.counter("voxshard", "encoded")
+        self.encoded = beam.metrics.Metrics.counter("voxshard", "encoded")
 
-    def process(self, item: SourceUtterance) -> Iterator[Any]:
-        try:
-            sample = make_sample(item, self.options, self.audio)
-        except UnknownLanguageError as error:
-            self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(
-                REJECTS,
-                Reject(item.key, item.origin, "language", "unknown language", error.tag),
-            )
-            return
-        except AudioError as error:
-            self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(
-                REJECTS, Reject(item.key, item.audio_path, error.stage, error.reason, error.detail)
-            )
-            return
-        self.written.inc()
-        self.progress.add(sample.duration_s)
-        yield sample
+    def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
+        audio_path, items = element
+        for result in make_samples(audio_path, items, self.options, self.audio, self.geo_table):
+            if isinstance(result, Reject):
+                self.rejected.inc()
+                yield beam.pvalue.TaggedOutput(REJECTS, result)
+            else:
+                self.encoded.inc()
+                self.progress.add(result.duration_s)
+                yield result
 
 
 class WriteShards(beam.DoFn):  # type: ignore[misc]
@@ -294,8 +297,11 @@ def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
         | "MergeDuplicates"
         >> beam.ParDo(MergeDuplicates(config)).with_outputs(REJECTS, MERGED, main="items")
     )
-    made = deduped.items | "MakeSamples" >> beam.ParDo(MakeSample(config)).with_outputs(
-        REJECTS, main="samples"
+    made = (
+        deduped.items
+        | "KeyByAudio" >> beam.Map(lambda item: (item.audio_path, item))
+        | "GroupByAudio" >> beam.GroupByKey()
+        | "MakeSamples" >> beam.ParDo(MakeSamples(config)).with_outputs(REJECTS, main="samples")
     )
     samples = made.samples
 

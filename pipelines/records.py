@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from corpora import CorpusOptions, SourceUtterance, origin_order
+from corpora.geo_table import GeoTable
 from normalizers import canonicalize
-from pipelines.audio import AudioConfig, process
+from pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
 from pipelines.shards import Sample
-from schemas import Geo, SourceRef, Transcript, Utterance, resolve_language
+from schemas import (
+    AudioError,
+    Geo,
+    SourceRef,
+    Transcript,
+    UnknownLanguageError,
+    Utterance,
+    resolve_language,
+)
 
 
 @dataclass(frozen=True)
@@ -66,24 +76,53 @@ def merge_duplicates(
     return kept, rejects, merged
 
 
-def make_sample(item: SourceUtterance, options: CorpusOptions, audio: AudioConfig) -> Sample:
-    """Resolve the language, process the audio and build the record.
+def _spans(item: SourceUtterance) -> tuple[Span, ...]:
+    return item.pieces if item.pieces else ((item.start_s, item.end_s),)
 
-    Raises UnknownLanguageError or AudioError; the pipeline turns them into rejects.
+
+def _geo(item: SourceUtterance, language: str, geo_table: GeoTable | None) -> Geo | None:
+    if item.lat is not None and item.lon is not None:
+        return Geo(item.lat, item.lon, "manifest")
+    found = None if geo_table is None else geo_table.lookup(item.corpus, item.speaker, language)
+    return None if found is None else Geo(*found)
+
+
+def make_samples(
+    audio_path: str,
+    items: Iterable[SourceUtterance],
+    options: CorpusOptions,
+    audio: AudioConfig,
+    geo_table: GeoTable | None = None,
+) -> Iterator[Sample | Reject]:
+    """Every item cut from one audio file, which is opened and decoded once.
+
+    Yields a Sample per written item and a Reject (language, decode or validate stage) for
+    every other, in (start, key) order.
     """
-    import os
-
-    language = resolve_language(item.source_language)
-    encoded = process(
-        os.path.join(options.base_dir, item.audio_path), item.start_s, item.end_s, audio
+    resolved = []
+    for item in sorted(items, key=lambda u: (u.start_s or 0.0, u.key)):
+        try:
+            resolved.append((item, resolve_language(item.source_language)))
+        except UnknownLanguageError as error:
+            yield Reject(item.key, item.origin, "language", "unknown language", error.tag)
+    results = process_file(
+        os.path.join(options.base_dir, audio_path), [_spans(item) for item, _ in resolved], audio
     )
+    for (item, language), result in zip(resolved, results, strict=True):
+        if isinstance(result, AudioError):
+            yield Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
+        else:
+            yield _sample(item, language, result, _geo(item, language, geo_table))
+
+
+def _sample(item: SourceUtterance, language: str, encoded: EncodedAudio, geo: Geo | None) -> Sample:
     raw = item.transcript
     normalized = item.transcript_normalized
     if normalized is None and raw is not None:
         normalized = canonicalize(raw, language)
-    geo = None
-    if item.lat is not None and item.lon is not None:
-        geo = Geo(item.lat, item.lon, "manifest")
+    start_s, end_s = item.start_s, item.end_s
+    if item.pieces:
+        start_s, end_s = item.pieces[0][0], item.pieces[-1][1]
     record = Utterance(
         key=item.key,
         corpus=item.corpus,
@@ -99,7 +138,7 @@ def make_sample(item: SourceUtterance, options: CorpusOptions, audio: AudioConfi
         duration_s=encoded.duration_s,
         sample_rate=encoded.sample_rate,
         num_samples=encoded.num_samples,
-        source=SourceRef(item.audio_path, item.start_s, item.end_s),
+        source=SourceRef(item.audio_path, start_s, end_s),
     )
     return Sample(
         key=item.key,

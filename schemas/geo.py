@@ -9,7 +9,7 @@ from schemas.errors import GeoError
 GEO_SOURCES = ("speaker", "language-table", "language", "manifest")
 
 
-def validate_lat_lon(lat: float, lon: float) -> tuple[float, float]:
+def validate_lat_lon(lat: float | str, lon: float | str) -> tuple[float, float]:
     """Return (lat, lon) as floats or raise :class:`GeoError` naming the bad value."""
     try:
         lat_f, lon_f = float(lat), float(lon)
