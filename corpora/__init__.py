@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corpora import commonvoice, manifest
+from corpora import babel, commonvoice, manifest, mls, voxpopuli
 from corpora.base import CorpusOptions, CorpusSpec, ParseResult, SourceUtterance, origin_order
 from schemas import ConfigError
 
@@ -15,6 +15,30 @@ REGISTRY: dict[str, CorpusSpec] = {
             default_splits=commonvoice.DEFAULT_SPLITS,
             list_sources=commonvoice.list_sources,
             parse_source=commonvoice.parse_source,
+        ),
+        CorpusSpec(
+            name=voxpopuli.NAME,
+            summary="VoxPopuli: transcribed_data/ (VAD-cut ASR segments) and unlabelled_data/",
+            default_splits=voxpopuli.DEFAULT_SPLITS,
+            list_sources=voxpopuli.list_sources,
+            parse_source=voxpopuli.parse_source,
+            settings=voxpopuli.SETTINGS,
+        ),
+        CorpusSpec(
+            name=mls.NAME,
+            summary="Multilingual LibriSpeech mls_<language>[_opus]/ (FLAC or Opus release)",
+            default_splits=mls.DEFAULT_SPLITS,
+            list_sources=mls.list_sources,
+            parse_source=mls.parse_source,
+            settings=mls.SETTINGS,
+        ),
+        CorpusSpec(
+            name=babel.NAME,
+            summary="IARPA BABEL packs BABEL_<phase>_<id>/ (SPHERE/WAV + [t] transcripts)",
+            default_splits=babel.DEFAULT_SPLITS,
+            list_sources=babel.list_sources,
+            parse_source=babel.parse_source,
+            settings=babel.SETTINGS,
         ),
         CorpusSpec(
             name=manifest.NAME,

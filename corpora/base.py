@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,9 +147,11 @@ def none_if_empty(value: str | None) -> str | None:
     return stripped or None
 
 
-def _decoded_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusFormatError]]:
-    """Yield ``(line_number, text)`` of a UTF-8 file; undecodable lines come as errors."""
-    with open(path, "rb") as handle:
+def read_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusFormatError]]:
+    """Yield ``(line_number, text)`` of a UTF-8 file (gzip if it ends in .gz); undecodable
+    lines come as errors."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             raw = raw.rstrip(b"\r\n")
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -168,7 +171,7 @@ def read_rows(
     path: str, display: str, delimiter: str = "\t"
 ) -> Iterator[tuple[int, list[str] | CorpusFormatError]]:
     """Rows of a header-less delimited table, quoting off. Blank lines are skipped."""
-    for number, line in _decoded_lines(path, display):
+    for number, line in read_lines(path, display):
         if isinstance(line, CorpusFormatError):
             yield number, line
         elif line.strip():

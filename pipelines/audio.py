@@ -74,64 +74,143 @@ def _open(path: str) -> Any:
         raise AudioError("decode", "unreadable audio", str(error)) from error
 
 
-def _read_frames(handle: Any, start_frame: int, stop_frame: int | None) -> FloatArray:
-    """Mono float32 frames [start_frame, stop_frame) by seek + block reads (bounded memory).
-
-    Counts what is actually decoded: the header's frame count can be wrong (MP3).
-    """
-    if start_frame:
-        handle.seek(start_frame)
-    blocks = []
-    remaining = None if stop_frame is None else max(0, stop_frame - start_frame)
-    buffer = np.empty((READ_BLOCK_FRAMES, handle.channels), dtype=np.float32)
-    while remaining is None or remaining > 0:
-        want = READ_BLOCK_FRAMES if remaining is None else min(READ_BLOCK_FRAMES, remaining)
-        block = handle.read(out=buffer[:want])
-        if len(block) == 0:
-            break
-        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-        blocks.append(mono.copy())
-        if remaining is not None:
-            remaining -= len(block)
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+# libsndfile 1.2.2 quirks, measured here (tests/test_audio.py keeps them honest):
+# - seek is sample-exact for these formats; for Ogg Vorbis and MP3 a seek after a read can land
+#   hundreds of samples off, so Vorbis is decoded forward (skipped frames are read).
+# - MP3 is decoded correctly only by one read call: a read split into several calls loses
+#   samples at every boundary. An MP3 file is therefore decoded whole, once, and spans are
+#   served from memory (Common Voice clips are seconds long; long MP3 sessions cost memory).
+EXACT_SEEK_FORMATS = frozenset({"FLAC", "WAV", "WAVEX", "NIST", "AIFF", "W64", "RF64", "CAF"})
+EXACT_SEEK_SUBTYPES = frozenset({("OGG", "OPUS")})
+WHOLE_FILE_FORMATS = frozenset({"MP3"})
 
 
-def read_spans(handle: Any, spans: Sequence[Span]) -> tuple[FloatArray, int]:
+class SpanReader:
+    """Reads spans of one file in any order, sample-exactly, holding one block at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.handle = _open(path)
+        self.position = 0
+        info = (self.handle.format, self.handle.subtype)
+        self.exact_seek = info[0] in EXACT_SEEK_FORMATS or info in EXACT_SEEK_SUBTYPES
+        self.buffer = np.empty((READ_BLOCK_FRAMES, self.handle.channels), dtype=np.float32)
+        self.whole: FloatArray | None = None
+        if info[0] in WHOLE_FILE_FORMATS:
+            self.whole = self._decode_whole()
+
+    def _decode_whole(self) -> FloatArray:
+        """One read call for the header's frame count, then whatever follows (the header
+        can be wrong); mono."""
+        first = self.handle.read(dtype="float32", always_2d=True)
+        rest = self._read(None, keep=True, mono=False)
+        frames = np.concatenate([first, rest]) if rest.size else first
+        return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.handle.samplerate)
+
+    @property
+    def known_frames(self) -> int:
+        """The frame count: decoded for MP3, else the header's (0 when unknown)."""
+        if self.whole is not None:
+            return len(self.whole)
+        return int(self.handle.frames) if self.handle.seekable() else 0
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> SpanReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _move_to(self, frame: int) -> None:
+        if frame == self.position:
+            return
+        if self.exact_seek:
+            self.handle.seek(frame)
+            self.position = frame
+            return
+        if frame < self.position:  # backwards: start over from the top
+            self.handle.close()
+            self.handle = _open(self.path)
+            self.position = 0
+        self._read(frame - self.position, keep=False)
+
+    def _read(self, count: int | None, keep: bool = True, mono: bool = True) -> FloatArray:
+        """Read ``count`` frames (None: to the end); discard them unless ``keep``."""
+        blocks = []
+        remaining = count
+        while remaining is None or remaining > 0:
+            want = READ_BLOCK_FRAMES if remaining is None else min(READ_BLOCK_FRAMES, remaining)
+            block = self.handle.read(out=self.buffer[:want])
+            if len(block) == 0:
+                break
+            self.position += len(block)
+            if remaining is not None:
+                remaining -= len(block)
+            if keep and not mono:
+                blocks.append(block.copy())
+            elif keep:
+                down = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                blocks.append(down.copy())
+        if blocks:
+            return np.concatenate(blocks)
+        shape = (0,) if mono else (0, self.handle.channels)
+        return np.zeros(shape, dtype=np.float32)
+
+    def read_frames(self, start_frame: int, stop_frame: int | None) -> FloatArray:
+        """Mono float32 frames [start_frame, stop_frame); counts what is actually decoded
+        (the header's frame count can be wrong for MP3)."""
+        if self.whole is not None:
+            return self.whole[start_frame:stop_frame].copy()
+        if 0 < self.known_frames <= start_frame:
+            return np.zeros(0, dtype=np.float32)
+        self._move_to(start_frame)
+        if self.position < start_frame:  # the file ended first
+            return np.zeros(0, dtype=np.float32)
+        return self._read(None if stop_frame is None else max(0, stop_frame - start_frame))
+
+
+def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, int]:
     """Concatenate the spans of an open file. Frames are ``int(t * rate)``, as the official
     VoxPopuli cutter does; a span running past the end is trimmed, a span starting after the
     end contributes nothing, and if nothing is left the segment is an AudioError."""
     import soundfile as sf
 
-    rate = int(handle.samplerate)
-    known_frames = int(handle.frames) if handle.seekable() else 0
+    rate = reader.sample_rate
     pieces = []
     try:
         for start_s, end_s in spans:
             start_frame = 0 if start_s is None else int(start_s * rate)
-            if 0 < known_frames <= start_frame:
+            if 0 < reader.known_frames <= start_frame:
                 continue
             stop_frame = None if end_s is None else int(end_s * rate)
-            pieces.append(_read_frames(handle, start_frame, stop_frame))
+            piece = reader.read_frames(start_frame, stop_frame)
+            if piece.size:
+                pieces.append(piece)
     except sf.LibsndfileError as error:
         detail = f"libsndfile: {error.error_string}"
         raise AudioError("decode", "unreadable audio", detail) from error
     except (RuntimeError, ValueError) as error:
         raise AudioError("decode", "unreadable audio", str(error)) from error
     if not pieces:
-        start = spans[0][0] if spans else None
-        raise AudioError("decode", "segment starts after the end of the audio", f"{start} s")
-    samples = np.concatenate(pieces)
-    if samples.size == 0:
+        if spans and spans[0][0]:
+            detail = f"{spans[0][0]} s"
+            raise AudioError("decode", "segment starts after the end of the audio", detail)
         raise AudioError("decode", "no audio samples decoded")
-    return samples, rate
+    return np.concatenate(pieces), rate
 
 
 def decode(
     path: str, start_s: float | None = None, end_s: float | None = None
 ) -> tuple[FloatArray, int]:
     """(mono float32 samples, sample rate) of ``path`` between start_s and end_s."""
-    with _open(path) as handle:
-        return read_spans(handle, [(start_s, end_s)])
+    with SpanReader(path) as reader:
+        return read_spans(reader, [(start_s, end_s)])
 
 
 def resample(samples: FloatArray, rate_in: int, rate_out: int, quality: str = "HQ") -> FloatArray:
@@ -194,14 +273,14 @@ def process_file(
     Returns one result per request, in order; a file that cannot be opened fails them all.
     """
     try:
-        handle = _open(path)
+        reader = SpanReader(path)
     except AudioError as error:
         return [error] * len(requests)
     results: list[EncodedAudio | AudioError] = []
-    with handle:
+    with reader:
         for spans in requests:
             try:
-                samples, rate = read_spans(handle, spans)
+                samples, rate = read_spans(reader, spans)
                 results.append(finish(samples, rate, config))
             except AudioError as error:
                 results.append(error)

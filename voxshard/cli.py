@@ -45,6 +45,11 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+def _settings(**values: str | None) -> tuple[tuple[str, str], ...]:
+    """The corpus-specific options the user gave, as (name, value) pairs."""
+    return tuple((name, value) for name, value in values.items() if value is not None)
+
+
 @app.command(context_settings={"allow_interspersed_args": True})
 def build(
     source: Annotated[str, typer.Argument(help="corpus layout: commonvoice, manifest")],
@@ -68,6 +73,23 @@ def build(
         float, typer.Option(help="fail when rejected/discovered exceeds this")
     ] = 0.05,
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    geo: Annotated[
+        str | None, typer.Option(help="CSV/TSV: speaker or language -> lat, lon")
+    ] = None,
+    voxpopuli_data: Annotated[
+        str | None, typer.Option(help="voxpopuli: asr (default), unlabelled or both")
+    ] = None,
+    voxpopuli_audio: Annotated[
+        str | None, typer.Option(help="voxpopuli: cut from the lang channel or the original")
+    ] = None,
+    subset: Annotated[
+        str | None, typer.Option(help="mls: limited supervision 9hr, 1hr or 10hr (train)")
+    ] = None,
+    mls_release: Annotated[str | None, typer.Option(help="mls: auto, flac or opus")] = None,
+    babel_eval_window: Annotated[
+        float | None, typer.Option(help="babel: cut eval audio into windows of S seconds")
+    ] = None,
+    keep_silence: Annotated[bool, typer.Option(help="babel: keep segments with no speech")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing build in OUT")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -90,6 +112,15 @@ def build(
             max_duration_s=max_duration,
             max_error_rate=max_error_rate,
             workers=workers,
+            geo=geo,
+            settings=_settings(
+                voxpopuli_data=voxpopuli_data,
+                voxpopuli_audio=voxpopuli_audio,
+                subset=subset,
+                mls_release=mls_release,
+                babel_eval_window=None if babel_eval_window is None else str(babel_eval_window),
+                keep_silence="yes" if keep_silence else None,
+            ),
         )
         stats = run_build(config, beam_args or (), overwrite=overwrite)
     except ConfigError as error:

@@ -1,0 +1,278 @@
+"""IARPA BABEL language packs: conversational (training, dev, eval) and scripted speech.
+
+Audio is NIST SPHERE (ulaw, alaw or PCM, coding read from its header by libsndfile) or WAV,
+one call side per file. Transcripts alternate ``[seconds]`` lines and text; segment i spans
+t[i]..t[i+1]. Real files' quirks, each handled: two timestamps in a row (no segment), zero or
+negative durations and speech-free segments (rejects with that reason; ``--keep-silence``
+keeps the latter), duplicate start times (the dedup stage), segments past the audio end
+(trimmed by the decoder, or a reject when they start after it). Eval audio has no transcripts:
+with ``--babel-eval-window S`` it is cut into S-second audio-only utterances, else skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator
+from importlib import resources
+
+from corpora.base import (
+    CorpusOptions,
+    ParseResult,
+    SourceUtterance,
+    map_gender,
+    none_if_empty,
+    read_lines,
+    read_table,
+)
+from schemas import ConfigError, CorpusFormatError, make_key
+
+NAME = "babel"
+DEFAULT_SPLITS = ("train", "dev", "eval")
+SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "babel_eval_window": None,
+    "keep_silence": ("yes", "no"),
+}
+PACK = re.compile(r"^BABEL_(?P<phase>[A-Z0-9]+)_(?P<id>\d{3})$")
+TIMESTAMP = re.compile(r"^\[\s*(?P<t>[0-9]+(?:\.[0-9]*)?)\s*\]$")
+# (folder inside the pack, split)
+TRANSCRIBED = (
+    ("conversational/training", "train"),
+    ("conversational/dev", "dev"),
+    ("scripted/training", "train"),
+)
+AUDIO_EXTENSIONS = (".sph", ".wav")
+
+
+@functools.cache
+def token_kinds() -> dict[str, str]:
+    text = resources.files("corpora").joinpath("data", "babel_tokens.tsv").read_text("utf-8")
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    return {row[0]: row[1] for row in rows[1:]}
+
+
+def normalize_transcript(text: str) -> str | None:
+    """Drop BABEL's annotation tokens; unmark ``*misspelled*`` words; keep fragments (``hel-``)."""
+    kinds = token_kinds()
+    words = []
+    for token in text.split():
+        if token in kinds or (token.startswith("<") and token.endswith(">")):
+            continue
+        token = token.strip("*")
+        if token:
+            words.append(token)
+    return " ".join(words) or None
+
+
+def has_speech(text: str) -> bool:
+    kinds = token_kinds()
+    return any(kinds.get(token, "word") in ("word", "speech") for token in text.split())
+
+
+def _packs(options: CorpusOptions) -> list[tuple[str, str]]:
+    """(pack folder, BABEL language id) for the chosen languages."""
+    if not os.path.isdir(options.root):
+        raise ConfigError(f"BABEL ROOT {options.root!r} is not a folder")
+    packs = []
+    for name in sorted(os.listdir(options.root)):
+        match = PACK.match(name)
+        is_pack = match is not None and os.path.isdir(os.path.join(options.root, name))
+        if match is not None and is_pack and options.wants_language(match["id"]):
+            packs.append((name, match["id"]))
+    return packs
+
+
+def list_sources(options: CorpusOptions) -> list[str]:
+    sources: list[str] = []
+    eval_window = options.setting("babel_eval_window", "")
+    packs = _packs(options)
+    for pack, _language_id in packs:
+        for folder, split in TRANSCRIBED:
+            if not options.wants_split(split):
+                continue
+            transcripts = os.path.join(options.root, pack, folder, "transcription")
+            if os.path.isdir(transcripts):
+                sources.extend(
+                    f"{pack}/{folder}/transcription/{name}"
+                    for name in sorted(os.listdir(transcripts))
+                    if name.endswith(".txt")
+                )
+        audio = os.path.join(options.root, pack, "conversational", "eval", "audio")
+        if eval_window and options.wants_split("eval") and os.path.isdir(audio):
+            sources.extend(
+                f"{pack}/conversational/eval/audio/{name}"
+                for name in sorted(os.listdir(audio))
+                if name.endswith(AUDIO_EXTENSIONS)
+            )
+    if not sources:
+        raise ConfigError(
+            f"no BABEL transcripts under {options.root!r} for the chosen languages and splits: "
+            "expected BABEL_<phase>_<id>/conversational/{training,dev}/transcription/*.txt "
+            f"(packs found: {', '.join(p for p, _ in packs) or 'none'})"
+        )
+    return sources
+
+
+@functools.lru_cache(maxsize=16)
+def read_demographics(path: str) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """outputFn stem -> (gender, age, dialect); both the 12- and 14-column forms."""
+    found: dict[str, tuple[str | None, str | None, str | None]] = {}
+    if not os.path.isfile(path):
+        return found
+    for _number, row in read_table(path, path):
+        if isinstance(row, CorpusFormatError) or "outputFn" not in row:
+            continue
+        stem = os.path.splitext(row["outputFn"].strip())[0]
+        found[stem] = (
+            map_gender(row.get("gen")),
+            none_if_empty(row.get("age")),
+            none_if_empty(row.get("dialect")),
+        )
+    return found
+
+
+def speaker_of(stem: str) -> str | None:
+    """``BABEL_BP_101_10470_20111118_172644_inLine`` -> ``babel_101_10470_A`` (outLine: B)."""
+    fields = stem.split("_")
+    if len(fields) < 4 or not fields[2].isdigit():
+        return None
+    side = "B" if "outLine" in fields else "A"
+    return f"{NAME}_{fields[2]}_{fields[3]}_{side}"
+
+
+def _audio_for(options: CorpusOptions, folder: str, stem: str) -> str:
+    base = f"{folder}/audio/{stem}"
+    for extension in AUDIO_EXTENSIONS:
+        if os.path.isfile(os.path.join(options.root, base + extension)):
+            return base + extension
+    return base + AUDIO_EXTENSIONS[0]  # missing: the decode stage rejects it
+
+
+def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
+    parts = source.split("/")
+    pack = parts[0]
+    match = PACK.match(pack)
+    if match is None:
+        yield CorpusFormatError(source, None, "not a BABEL pack folder", pack)
+        return
+    language_id = match["id"]
+    demographics = read_demographics(
+        os.path.join(
+            options.root, pack, "conversational", "reference_materials", "demographics.tsv"
+        )
+    )
+    if "/eval/audio/" in source:
+        yield from _eval_windows(options, source, language_id, demographics)
+        return
+    folder = "/".join(parts[:-2])
+    stem = os.path.splitext(parts[-1])[0]
+    split = "dev" if folder.endswith("/dev") else "train"
+    keep_silence = options.setting("keep_silence", "no") == "yes"
+    gender, age, dialect = demographics.get(stem, (None, None, None))
+    audio_path = _audio_for(options, folder, stem)
+    for number, start_s, end_s, text in _segments(options, source):
+        if isinstance(text, CorpusFormatError):
+            yield text
+            continue
+        if end_s <= start_s:
+            yield CorpusFormatError(
+                source, number, "zero or negative duration", f"[{start_s}] .. [{end_s}]"
+            )
+            continue
+        if not has_speech(text) and not keep_silence:
+            yield CorpusFormatError(source, number, "no speech in segment", text)
+            continue
+        yield SourceUtterance(
+            key=make_key(NAME, f"{stem}_{round(start_s * 1000):09d}"),
+            corpus=NAME,
+            split=split,
+            source_language=language_id,
+            audio_path=audio_path,
+            origin=f"{source}:{number}",
+            start_s=start_s,
+            end_s=end_s,
+            speaker=speaker_of(stem),
+            gender=gender,
+            age=age,
+            accent=dialect,
+            transcript=text,
+            transcript_normalized=normalize_transcript(text),
+        )
+
+
+def _segments(
+    options: CorpusOptions, source: str
+) -> Iterator[tuple[int, float, float, str | CorpusFormatError]]:
+    """(line of the text, start, end, text) for each timestamp followed by text."""
+    times: list[tuple[int, float]] = []
+    texts: dict[int, tuple[int, str]] = {}  # index in times -> (line, text)
+    for number, raw in read_lines(os.path.join(options.root, source), source):
+        if isinstance(raw, CorpusFormatError):
+            yield number, 0.0, 0.0, raw
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        match = TIMESTAMP.match(line)
+        if match:
+            times.append((number, float(match["t"])))
+        elif not times:
+            yield (
+                number,
+                0.0,
+                0.0,
+                CorpusFormatError(source, number, "text before the first timestamp", line),
+            )
+        elif len(times) - 1 in texts:  # a second text line for one segment: join them
+            first, previous = texts[len(times) - 1]
+            texts[len(times) - 1] = (first, f"{previous} {line}")
+        else:
+            texts[len(times) - 1] = (number, line)
+    for index, (number, text) in sorted(texts.items()):
+        if index + 1 >= len(times):
+            yield (
+                number,
+                0.0,
+                0.0,
+                CorpusFormatError(source, number, "text after the last timestamp", text),
+            )
+            continue
+        yield number, times[index][1], times[index + 1][1], text
+
+
+def _eval_windows(
+    options: CorpusOptions,
+    source: str,
+    language_id: str,
+    demographics: dict[str, tuple[str | None, str | None, str | None]],
+) -> Iterator[ParseResult]:
+    import soundfile as sf
+
+    window_s = float(options.setting("babel_eval_window", "0"))
+    stem = os.path.splitext(os.path.basename(source))[0]
+    try:
+        info = sf.info(os.path.join(options.root, source))
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        yield CorpusFormatError(source, None, "unreadable audio", str(error))
+        return
+    duration_s = info.frames / info.samplerate
+    gender, age, dialect = demographics.get(stem, (None, None, None))
+    start_s = 0.0
+    while start_s < duration_s:
+        end_s = min(start_s + window_s, duration_s)
+        yield SourceUtterance(
+            key=make_key(NAME, f"{stem}_{round(start_s * 1000):09d}"),
+            corpus=NAME,
+            split="eval",
+            source_language=language_id,
+            audio_path=source,
+            origin=f"{source}@{start_s:g}",
+            start_s=start_s,
+            end_s=end_s,
+            speaker=speaker_of(stem),
+            gender=gender,
+            age=age,
+            accent=dialect,
+        )
+        start_s = end_s
