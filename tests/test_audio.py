@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone, write_audio
 from scipy.signal import resample_poly
 
+from conftest import tone, write_audio
 from pipelines.audio import AudioConfig, SpanReader, decode, process, resample, to_int16
 from schemas import AudioError
 

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import webdataset as wds
-from conftest import tone, tree_digest, write_audio, write_tsv
 from scipy.signal import resample_poly
 
+from conftest import tone, tree_digest, write_audio, write_tsv
 from pipelines.build import BuildConfig, build_pipeline, prepare_output, run_build
 from pipelines.shards import archive_bytes
 from schemas import BuildError, ConfigError

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CV_HEADERS, cv_row, write_tsv
 
+from conftest import CV_HEADERS, cv_row, write_tsv
 from corpora import CorpusOptions, SourceUtterance, get_corpus
 from corpora.base import read_table
 from schemas import ConfigError, CorpusFormatError

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 from conftest import write_tsv
-
 from corpora import CorpusOptions, SourceUtterance, get_corpus
 from schemas import CorpusFormatError
 
