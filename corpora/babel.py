@@ -198,6 +198,7 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
             accent=dialect,
             transcript=text,
             transcript_normalized=normalize_transcript(text),
+            normalized_by_source=True,
         )
 
 

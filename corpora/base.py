@@ -30,7 +30,10 @@ class SourceUtterance:
     age: str | None = None
     accent: str | None = None
     transcript: str | None = None
-    transcript_normalized: str | None = None  # a source-provided normalized text, if any
+    # the source's own normalized text (VoxPopuli normed_text, BABEL minus its tags); when
+    # normalized_by_source is set, None means "nothing left" and is not filled from transcript
+    transcript_normalized: str | None = None
+    normalized_by_source: bool = False
     lat: float | None = None
     lon: float | None = None
 

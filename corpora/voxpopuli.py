@@ -172,6 +172,7 @@ def _asr_row(
         accent=none_if_empty(row.get("accent")),
         transcript=none_if_empty(row.get("original_text")),
         transcript_normalized=none_if_empty(row.get("normed_text")),
+        normalized_by_source=True,
     )
 
 

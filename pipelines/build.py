@@ -250,7 +250,7 @@ class WriteShards(beam.DoFn):  # type: ignore[misc]
             number += 1
             num_bytes, sha256 = write_tar(os.path.join(self.config.out, relative), part)
             index.write_fragment(self.config.out, relative, part)
-            LOG.info("wrote %s (%d samples, %.1f MB)", relative, len(part), num_bytes / MB)
+            LOG.debug("wrote %s (%d samples, %.1f MB)", relative, len(part), num_bytes / MB)
             yield ShardInfo(
                 path=relative,
                 lang=lang,

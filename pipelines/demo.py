@@ -248,3 +248,139 @@ def _bad_rows(
         open(os.path.join(folder, "clips", "common_voice_ru_empty.mp3"), "wb").close()
         return [_row(header, {**base, "path": "common_voice_ru_empty.mp3"})]
     return []
+
+
+def _write(
+    path: str, samples: npt.NDArray[np.float32], rate_hz: int, fmt: str, subtype: str
+) -> None:
+    import soundfile as sf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sf.write(path, samples, rate_hz, format=fmt, subtype=subtype)
+
+
+def _speech_at(rate_hz: int, duration_s: float, seed: int) -> npt.NDArray[np.float32]:
+    """speech_like at another rate (synthesized at 48 kHz, decimated by an integer factor)."""
+    step = DEMO_RATE_HZ // rate_hz
+    return speech_like(duration_s, seed)[::step].copy()
+
+
+def generate_voxpopuli_demo(root: str, seed: int = 1) -> dict[str, int]:
+    """Two plenary sessions (de, fr) as 16 kHz Ogg Vorbis, ASR rows with VAD pieces."""
+    import gzip
+
+    header = (
+        "id_|paragraph_id|session_id|speaker_id|original_text|normed_text|decoded|"
+        "start_time|end_time|cer|wer|vad|split|gender"
+    )
+    texts = {
+        "de": ("Vielen Dank, Frau Präsidentin.", "Wir stimmen morgen ab."),
+        "fr": ("Merci, Madame la Présidente.", "Nous voterons demain."),
+    }
+    counts = {"sessions": 0, "rows": 0}
+    for index, (lang, sentences) in enumerate(texts.items()):
+        session = f"2019011{index + 4}-0900-PLENARY-{index + 3}"
+        _write(
+            os.path.join(root, "raw_audios", lang, "2019", f"{session}_{lang}.ogg"),
+            _speech_at(16000, 40.0, seed + index),
+            16000,
+            "OGG",
+            "VORBIS",
+        )
+        rows = [header]
+        for n in range(8):
+            start = 1.0 + 4.5 * n
+            vad = f"[[{start:.2f}, {start + 1.6:.2f}], [{start + 1.9:.2f}, {start + 3.7:.2f}]]"
+            split = "train" if n < 6 else ("dev" if n == 6 else "invalid")
+            text = sentences[n % 2]
+            rows.append(
+                f"{session}-{lang}_20190114-09:{n:02d}:00_{n}|p{n}|{session}|{100 + n % 3}|"
+                f"{text}|{text.lower().strip('.')}|x|{start}|{start + 3.7}|0|0|{vad}|"
+                f"{split}|{'female' if n % 2 else 'male'}"
+            )
+            counts["rows"] += 1
+        table = os.path.join(root, "transcribed_data", lang, f"asr_{lang}.tsv.gz")
+        os.makedirs(os.path.dirname(table), exist_ok=True)
+        with gzip.open(table, "wt", encoding="utf-8") as handle:
+            handle.write("\n".join(rows) + "\n")
+        counts["sessions"] += 1
+    return counts
+
+
+def generate_mls_demo(root: str, seed: int = 2) -> dict[str, int]:
+    """Spanish in both releases (FLAC 16 kHz and Opus 48 kHz) and Italian as Opus only."""
+    metainfo = (
+        " SPEAKER   |   GENDER   | PARTITION  |  MINUTES   |  BOOK ID   |  TITLE  | CHAPTER\n"
+        "   4000    |     F      |   train    |   10.000   |   5000     | Don Quijote | I\n"
+        "   4001    |     M      |    dev     |   10.000   |   5001     | Niebla  | II\n"
+    )
+    releases = [
+        ("mls_spanish", "flac", 16000, "FLAC", "PCM_16"),
+        ("mls_spanish_opus", "opus", 48000, "OGG", "OPUS"),
+        ("mls_italian_opus", "opus", 48000, "OGG", "OPUS"),
+    ]
+    counts = {"utterances": 0}
+    for folder, extension, rate, fmt, subtype in releases:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        with open(os.path.join(root, folder, "metainfo.txt"), "w", encoding="utf-8") as handle:
+            handle.write(metainfo)
+        for split, speaker, book, count in (
+            ("train", "4000", "5000", 6),
+            ("dev", "4001", "5001", 2),
+        ):
+            lines = []
+            for seq in range(count):
+                utterance = f"{speaker}_{book}_{seq:06d}"
+                path = os.path.join(
+                    root, folder, split, "audio", speaker, book, f"{utterance}.{extension}"
+                )
+                _write(path, _speech_at(rate, 2.0 + seq % 3, seed + seq), rate, fmt, subtype)
+                lines.append(f"{utterance}\tfrase número {seq} del libro")
+                counts["utterances"] += 1
+            with open(
+                os.path.join(root, folder, split, "transcripts.txt"), "w", encoding="utf-8"
+            ) as handle:
+                handle.write("\n".join(lines) + "\n")
+    return counts
+
+
+def generate_babel_demo(root: str, seed: int = 3) -> dict[str, int]:
+    """One Zulu conversation (inLine ulaw, outLine alaw SPHERE at 8 kHz) with real quirks."""
+    pack = os.path.join(root, "BABEL_OP1_206", "conversational")
+    sides = {"inLine": "ULAW", "outLine": "ALAW"}
+    words = ("sawubona", "ngiyabonga", "yebo", "kunjalo", "kusasa", "salibonani")
+    for side_index, (side, coding) in enumerate(sides.items()):
+        stem = f"BABEL_OP1_206_12345_20120101_120000_{side}"
+        _write(
+            os.path.join(pack, "training", "audio", f"{stem}.sph"),
+            _speech_at(8000, 30.0, seed + side_index),
+            8000,
+            "NIST",
+            coding,
+        )
+        lines = []
+        time_s = 0.0
+        for n in range(9):
+            lines.append(f"[{time_s:.3f}]")
+            if n == 4:
+                lines.append("<no-speech>")  # a silence-only segment: rejected
+            else:
+                lines.append(f"{words[n % 6]} <breath> {words[(n + side_index) % 6]} (())")
+            time_s += 2.5 + (n % 3) * 0.5
+        lines.append(f"[{time_s:.3f}]")
+        folder = os.path.join(pack, "training", "transcription")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{stem}.txt"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    demographics = os.path.join(pack, "reference_materials", "demographics.tsv")
+    os.makedirs(os.path.dirname(demographics), exist_ok=True)
+    with open(demographics, "w", encoding="utf-8") as handle:
+        handle.write(
+            "outputFn\tsessID\tdate\ttime\tspkrCode\tlineType\tdialect\tgen\tenvType\t"
+            "age\tnetwork\tphoneModel\tsampleCount\tsampleRate\n"
+        )
+        handle.write(
+            "BABEL_OP1_206_12345_20120101_120000_inLine.sph\t12345\t20120101\t120000\t"
+            "12345\tinLine\tZulu-Natal\tF\tHOME\t25\tMTN\tNokia\t240000\t8000\n"
+        )
+    return {"conversation_sides": 2}

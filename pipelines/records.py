@@ -117,9 +117,8 @@ def make_samples(
 
 def _sample(item: SourceUtterance, language: str, encoded: EncodedAudio, geo: Geo | None) -> Sample:
     raw = item.transcript
-    normalized = item.transcript_normalized
-    if normalized is None and raw is not None:
-        normalized = canonicalize(raw, language)
+    source_text = item.transcript_normalized if item.normalized_by_source else raw
+    normalized = None if source_text is None else canonicalize(source_text, language) or None
     start_s, end_s = item.start_s, item.end_s
     if item.pieces:
         start_s, end_s = item.pieces[0][0], item.pieces[-1][1]

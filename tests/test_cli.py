@@ -119,6 +119,13 @@ def test_help_is_fast_and_lists_commands() -> None:
 def test_demo_end_to_end(tmp_path: Path) -> None:
     result = run_cli("demo", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
-    stats = json.loads((tmp_path / "demo" / "build" / "stats.json").read_text())
-    assert set(stats["by_language"]["utterances"]) == {"cmn", "eng", "hin", "pol", "rus"}
-    assert stats["rejected"] == 4 and stats["written"] == 100
+    def stats(source: str) -> dict:
+        return json.loads((tmp_path / "demo" / "build" / source / "stats.json").read_text())
+
+    cv = stats("commonvoice")
+    assert set(cv["by_language"]["utterances"]) == {"cmn", "eng", "hin", "pol", "rus"}
+    assert cv["rejected"] == 4 and cv["written"] == 100
+    assert set(stats("voxpopuli")["by_language"]["utterances"]) == {"deu", "fra"}
+    assert set(stats("mls")["by_language"]["utterances"]) == {"ita", "spa"}
+    assert stats("mls")["discovered"] == 16  # Spanish FLAC and Opus releases counted once
+    assert stats("babel")["rejected_by_reason"] == {"no speech in segment": 2}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -178,27 +179,42 @@ def inspect(out: Annotated[str, typer.Argument(help="a build's output folder")])
 
 @app.command()
 def demo(
-    out: Annotated[str, typer.Argument(help="folder for the demo corpus and build")] = "demo-out",
-    clips: Annotated[int, typer.Option(help="clips per language")] = 20,
+    out: Annotated[str, typer.Argument(help="folder for the demo corpora and builds")] = "demo-out",
+    clips: Annotated[int, typer.Option(help="Common Voice clips per language")] = 20,
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
 ) -> None:
-    """Generate a small multilingual Common Voice corpus (real MP3s), build it, inspect it."""
+    """Generate a small corpus in each layout (real MP3, Vorbis, FLAC, Opus, SPHERE audio), build
+    each one, and show what `inspect` shows."""
     _setup_logging(False)
+    from pipelines import demo as generators
     from pipelines.build import BuildConfig, run_build
-    from pipelines.demo import generate_commonvoice_demo
     from pipelines.inspect import summarize
 
-    corpus = os.path.join(out, "corpus", "commonvoice")
-    build_out = os.path.join(out, "build")
+    # (source, generator, max error rate): the small trees hold deliberately bad rows
+    layouts: list[tuple[str, Callable[[str], dict[str, int]], float]] = [
+        ("commonvoice", lambda root: generators.generate_commonvoice_demo(root, clips), 0.05),
+        ("voxpopuli", generators.generate_voxpopuli_demo, 0.2),
+        ("mls", generators.generate_mls_demo, 0.05),
+        ("babel", generators.generate_babel_demo, 0.2),
+    ]
     try:
-        if not os.path.isdir(corpus):
-            typer.echo(f"generating the demo corpus in {corpus} ...")
-            counts = generate_commonvoice_demo(corpus, clips_per_language=clips)
-            typer.echo(f"  {counts['clips']} MP3 clips, {counts['bad_rows']} deliberately bad rows")
-        typer.echo(f"building {build_out} ...")
-        config = BuildConfig(source="commonvoice", root=corpus, out=build_out, workers=workers)
-        run_build(config, overwrite=True)
-        _print_summary(summarize(build_out))
+        for source, generate, max_error_rate in layouts:
+            corpus = os.path.join(out, "corpus", source)
+            build_out = os.path.join(out, "build", source)
+            if not os.path.isdir(corpus):
+                typer.echo(f"generating the {source} demo corpus in {corpus} ...")
+                typer.echo(f"  {generate(corpus)}")
+            typer.echo(f"building {build_out} ...")
+            config = BuildConfig(
+                source=source,
+                root=corpus,
+                out=build_out,
+                workers=workers,
+                max_error_rate=max_error_rate,
+            )
+            run_build(config, overwrite=True)
+            typer.echo(f"== {source} ==")
+            _print_summary(summarize(build_out))
     except VoxshardError as error:
         _fail(error, 1)
 
