@@ -20,9 +20,10 @@ import apache_beam as beam
 
 from corpora import CorpusOptions, SourceUtterance, get_corpus
 from corpora.geo_table import read_geo_table
+from normalizers import EMPTY, check_policy, read_lexicon
 from pipelines import index
 from pipelines.audio import AudioConfig
-from pipelines.records import Reject, make_samples, merge_duplicates
+from pipelines.records import Reject, TextOptions, make_samples, merge_duplicates
 from pipelines.shards import (
     Sample,
     ShardInfo,
@@ -65,6 +66,9 @@ class BuildConfig:
     workers: int = 1
     settings: tuple[tuple[str, str], ...] = ()  # corpus-specific: (name, value) pairs
     geo: str | None = None  # --geo FILE
+    normalize: str = "canonical"  # transcript policy
+    lexicon: str | None = None  # --lexicon FILE (latin<TAB>native)
+    scheme: str | None = None  # to-native romanization scheme (default: per language)
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +79,12 @@ class BuildConfig:
         if self.geo is not None:
             try:
                 read_geo_table(self.geo)
+            except ConfigError as error:
+                problems.extend(error.problems)
+        problems.extend(f"--normalize: {p}" for p in check_policy(self.normalize, self.scheme))
+        if self.lexicon is not None:
+            try:
+                read_lexicon(self.lexicon)
             except ConfigError as error:
                 problems.extend(error.problems)
         if not os.path.exists(self.root):
@@ -106,6 +116,10 @@ class BuildConfig:
     def shard_size_bytes(self) -> int:
         return int(self.shard_size_mb * MB)
 
+    def text(self) -> TextOptions:
+        lexicon = read_lexicon(self.lexicon) if self.lexicon is not None else EMPTY
+        return TextOptions(self.normalize, lexicon, self.scheme)
+
     def audio(self) -> AudioConfig:
         return AudioConfig(self.sample_rate, self.min_duration_s, self.max_duration_s)
 
@@ -127,9 +141,11 @@ class BuildConfig:
         fields.pop("workers")
         fields["root"] = os.path.abspath(self.root)
         fields["schema_version"] = SCHEMA_VERSION
-        if self.geo is not None:  # the table's content decides the output, not its path
-            with open(self.geo, "rb") as handle:
-                fields["geo"] = hashlib.sha256(handle.read()).hexdigest()
+        for name in ("geo", "lexicon"):  # a table's content decides the output, not its path
+            path = fields[name]
+            if path is not None:
+                with open(path, "rb") as handle:
+                    fields[name] = hashlib.sha256(handle.read()).hexdigest()
         return fields
 
     def config_hash(self) -> str:
@@ -211,13 +227,17 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
         self.options = self.config.corpus_options()
         self.audio = self.config.audio()
         self.geo_table = None if self.config.geo is None else read_geo_table(self.config.geo)
+        self.text = self.config.text()
         self.progress = _Progress("audio")
         self.rejected = beam.metrics.Metrics.counter("voxshard", "rejected")
         self.encoded = beam.metrics.Metrics.counter("voxshard", "encoded")
 
     def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
         audio_path, items = element
-        for result in make_samples(audio_path, items, self.options, self.audio, self.geo_table):
+        results = make_samples(
+            audio_path, items, self.options, self.audio, self.geo_table, self.text
+        )
+        for result in results:
             if isinstance(result, Reject):
                 self.rejected.inc()
                 yield beam.pvalue.TaggedOutput(REJECTS, result)

@@ -132,6 +132,8 @@ def finalize(
     schema = arrow_schema()
     by = {name: _Tally() for name in ("language", "corpus", "split", "language_split")}
     speakers: dict[str, set[str]] = defaultdict(set)
+    transcribed: Counter[str] = Counter()
+    code_switched: Counter[str] = Counter()
     written = 0
     total_s = 0.0
     index_path = os.path.join(out, "utterances.parquet")
@@ -154,9 +156,13 @@ def finalize(
                 )
             writer.write_table(table)
             columns = table.select(["language", "corpus", "split", "duration_s", "speaker"])
-            for lang, corpus, split, seconds, speaker in zip(
-                *(columns.column(i).to_pylist() for i in range(5)), strict=True
+            cmis = [t["cmi"] for t in table.column("transcript").to_pylist()]
+            for lang, corpus, split, seconds, speaker, cmi in zip(
+                *(columns.column(i).to_pylist() for i in range(5)), cmis, strict=True
             ):
+                if cmi is not None:
+                    transcribed[lang] += 1
+                    code_switched[lang] += cmi > 0
                 by["language"].add(lang, seconds)
                 by["corpus"].add(corpus, seconds)
                 by["split"].add(split, seconds)
@@ -212,6 +218,14 @@ def finalize(
             "by_language": {lang: len(s) for lang, s in sorted(speakers.items())},
         },
         "shards": {"count": len(shards), "num_bytes": sum(s.num_bytes for s in shards)},
+        "code_switching": {
+            lang: {
+                "transcribed": transcribed[lang],
+                "code_switched": code_switched[lang],
+                "share": round(code_switched[lang] / transcribed[lang], 6),
+            }
+            for lang in sorted(transcribed)
+        },
     }
     atomic_write_bytes(os.path.join(out, "stats.json"), dumps_json(stats))
     result = {"ok": not problems, "problems": problems, "stats": stats}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from corpora import CorpusOptions, SourceUtterance, origin_order
 from corpora.geo_table import GeoTable
-from normalizers import canonicalize
+from normalizers import EMPTY, Lexicon, normalize
 from pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
 from pipelines.shards import Sample
 from schemas import (
@@ -76,6 +76,15 @@ def merge_duplicates(
     return kept, rejects, merged
 
 
+@dataclass(frozen=True)
+class TextOptions:
+    """How transcripts are normalized: a policy, an optional lexicon, a to-native scheme."""
+
+    policy: str = "canonical"
+    lexicon: Lexicon = EMPTY
+    scheme: str | None = None
+
+
 def _spans(item: SourceUtterance) -> tuple[Span, ...]:
     return item.pieces if item.pieces else ((item.start_s, item.end_s),)
 
@@ -93,6 +102,7 @@ def make_samples(
     options: CorpusOptions,
     audio: AudioConfig,
     geo_table: GeoTable | None = None,
+    text: TextOptions = TextOptions(),
 ) -> Iterator[Sample | Reject]:
     """Every item cut from one audio file, which is opened and decoded once.
 
@@ -112,13 +122,32 @@ def make_samples(
         if isinstance(result, AudioError):
             yield Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
         else:
-            yield _sample(item, language, result, _geo(item, language, geo_table))
+            geo = _geo(item, language, geo_table)
+            yield _sample(item, language, result, geo, _transcript(item, language, text))
 
 
-def _sample(item: SourceUtterance, language: str, encoded: EncodedAudio, geo: Geo | None) -> Sample:
+def _transcript(item: SourceUtterance, language: str, options: TextOptions) -> Transcript:
+    """The raw text, and the policy applied to the source's normalized text (else the raw)."""
     raw = item.transcript
     source_text = item.transcript_normalized if item.normalized_by_source else raw
-    normalized = None if source_text is None else canonicalize(source_text, language) or None
+    if source_text is None:
+        return Transcript(raw=raw, normalized=None)
+    result = normalize(source_text, language, options.policy, options.lexicon, options.scheme)
+    return Transcript(
+        raw=raw,
+        normalized=result.text or None,
+        scripts=result.scripts,
+        cmi=round(result.cmi, 4),
+    )
+
+
+def _sample(
+    item: SourceUtterance,
+    language: str,
+    encoded: EncodedAudio,
+    geo: Geo | None,
+    transcript: Transcript,
+) -> Sample:
     start_s, end_s = item.start_s, item.end_s
     if item.pieces:
         start_s, end_s = item.pieces[0][0], item.pieces[-1][1]
@@ -133,7 +162,7 @@ def _sample(item: SourceUtterance, language: str, encoded: EncodedAudio, geo: Ge
         age=item.age,
         accent=item.accent,
         geo=geo,
-        transcript=Transcript(raw=raw, normalized=normalized),
+        transcript=transcript,
         duration_s=encoded.duration_s,
         sample_rate=encoded.sample_rate,
         num_samples=encoded.num_samples,

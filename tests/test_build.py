@@ -98,8 +98,8 @@ def test_commonvoice_round_trip(cv_root: Path, tmp_path: Path) -> None:
         "transcript": {
             "raw": "en sentence 1",
             "normalized": "en sentence 1",
-            "scripts": None,
-            "cmi": None,
+            "scripts": ["Latn", "Latn", "Zyyy"],
+            "cmi": 0.0,
         },
         "duration_s": record["num_samples"] / 16000,
         "sample_rate": 16000,

@@ -119,6 +119,7 @@ def test_help_is_fast_and_lists_commands() -> None:
 def test_demo_end_to_end(tmp_path: Path) -> None:
     result = run_cli("demo", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
+
     def stats(source: str) -> dict:
         return json.loads((tmp_path / "demo" / "build" / source / "stats.json").read_text())
 

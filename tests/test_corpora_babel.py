@@ -176,8 +176,8 @@ def test_babel_segments_and_every_quirk(babel_root: Path, tmp_path: Path) -> Non
     assert first["transcript"] == {
         "raw": "sawubona (()) <hes> *ngiyabonga* hel-",
         "normalized": "sawubona ngiyabonga hel-",
-        "scripts": None,
-        "cmi": None,
+        "scripts": ["Latn", "Latn", "Latn"],
+        "cmi": 0.0,
     }
     assert first["source"] == {
         "path": f"{PACK}/conversational/training/audio/{IN}.sph",

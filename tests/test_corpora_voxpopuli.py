@@ -127,8 +127,8 @@ def test_asr_segments_are_cut_from_vad_pieces(voxpopuli_root: Path, tmp_path: Pa
     assert first["transcript"] == {
         "raw": "Hvala lijepa.",
         "normalized": "hvala lijepa",
-        "scripts": None,
-        "cmi": None,
+        "scripts": ["Latn", "Latn"],
+        "cmi": 0.0,
     }
     assert first["source"] == {
         "path": f"raw_audios/hr/2018/{SESSION}_hr.ogg",

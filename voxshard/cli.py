@@ -91,6 +91,13 @@ def build(
         float | None, typer.Option(help="babel: cut eval audio into windows of S seconds")
     ] = None,
     keep_silence: Annotated[bool, typer.Option(help="babel: keep segments with no speech")] = False,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help="transcripts: keep, canonical, to-latin, to-native")
+    ] = "canonical",
+    lexicon: Annotated[str | None, typer.Option(help="TSV of latin<TAB>native pairs")] = None,
+    scheme: Annotated[
+        str | None, typer.Option(help="to-native romanization: itrans, hk, iast, none")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing build in OUT")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -114,6 +121,9 @@ def build(
             max_error_rate=max_error_rate,
             workers=workers,
             geo=geo,
+            normalize=normalize,
+            lexicon=lexicon,
+            scheme=scheme,
             settings=_settings(
                 voxpopuli_data=voxpopuli_data,
                 voxpopuli_audio=voxpopuli_audio,
@@ -217,6 +227,97 @@ def demo(
             _print_summary(summarize(build_out))
     except VoxshardError as error:
         _fail(error, 1)
+
+
+def _matrix_language(tag: str) -> str:
+    from schemas import resolve_language
+
+    return resolve_language(tag)
+
+
+@app.command()
+def normalize(
+    lang: Annotated[str, typer.Option("--lang", help="matrix language (any tag form)")],
+    policy: Annotated[str, typer.Option(help="keep, canonical, to-latin, to-native")] = "canonical",
+    lexicon: Annotated[str | None, typer.Option(help="TSV of latin<TAB>native pairs")] = None,
+    scheme: Annotated[
+        str | None, typer.Option(help="to-native romanization: itrans, hk, iast, none")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Normalize lines from stdin to stdout: exactly one output line per input line."""
+    import json
+
+    from normalizers import EMPTY, check_policy, read_lexicon
+    from normalizers import normalize as normalize_text
+
+    try:
+        problems = check_policy(policy, scheme)
+        if problems:
+            raise ConfigError(problems)
+        language = _matrix_language(lang)
+        table = read_lexicon(lexicon) if lexicon else EMPTY
+    except VoxshardError as error:
+        _fail(error, 2)
+    out = sys.stdout
+    for raw in sys.stdin.buffer:
+        line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
+        result = normalize_text(line, language, policy, table, scheme)
+        if as_json:
+            out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        else:
+            out.write(result.text + "\n")
+    out.flush()
+
+
+@app.command()
+def score(
+    ref: Annotated[str, typer.Option(help="reference transcripts, one per line")],
+    hyp: Annotated[str, typer.Option(help="hypotheses, one per line, same order")],
+    lang: Annotated[str, typer.Option("--lang", help="matrix language")] = "hin",
+    policy: Annotated[str, typer.Option(help="normalization before scoring")] = "canonical",
+    lexicon: Annotated[str | None, typer.Option(help="TSV of latin<TAB>native pairs")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    details: Annotated[bool, typer.Option(help="per-utterance rows")] = False,
+) -> None:
+    """Corpus WER, CER and transliteration-insensitive WER (T-WER)."""
+    import json
+
+    from normalizers import EMPTY, read_lexicon
+    from normalizers import score as score_lines
+
+    try:
+        language = _matrix_language(lang)
+        table = read_lexicon(lexicon) if lexicon else EMPTY
+        refs = _read_lines(ref)
+        hyps = _read_lines(hyp)
+        result = score_lines(refs, hyps, language, policy, table)
+    except VoxshardError as error:
+        _fail(error, 2)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(details), ensure_ascii=False, indent=2))
+        return
+    typer.echo(
+        f"utterances {result.utterances}  reference words {result.ref_words}\n"
+        f"WER   {result.wer:.4f}\nCER   {result.cer:.4f}\nT-WER {result.t_wer:.4f}"
+    )
+    if details:
+        for row in result.detail_rows():
+            typer.echo(
+                f"{row['index']:>6}  WER {row['wer']:.3f}  CER {row['cer']:.3f}  "
+                f"T-WER {row['t_wer']:.3f}"
+            )
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.rstrip("\r") for line in lines]
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""Transcript policies, one registry: ``keep``, ``canonical``, ``to-latin``, ``to-native``.
+
+Every policy also reports the per-token scripts and the code-mixing metrics of the canonical
+text, so a build's JSON carries them whatever the policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from normalizers.canonical import canonicalize
+from normalizers.codemix import cmi, i_index, language_info, language_tags, m_index
+from normalizers.lexicon import EMPTY, Lexicon
+from normalizers.nativize import SCHEMES, to_native_word
+from normalizers.romanize import latin_key
+from normalizers.scripts import tag_scripts
+from schemas import ConfigError
+
+_LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Normalized:
+    text: str
+    scripts: tuple[str, ...]
+    cmi: float
+    m_index: float
+    i_index: float
+    unknown: int = 0  # to-native: Latin tokens left as they were
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "normalized": self.text,
+            "scripts": list(self.scripts),
+            "cmi": round(self.cmi, 4),
+            "m_index": round(self.m_index, 4),
+            "i_index": round(self.i_index, 4),
+            "unknown": self.unknown,
+        }
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    language: str
+    lexicon: Lexicon
+    scheme: str  # to-native's romanization scheme
+
+
+def _keep(raw: str, tokens: list[str], scripts: list[str], ctx: PolicyContext) -> tuple[str, int]:
+    return _LINE_BREAKS.sub(" ", raw), 0
+
+
+def _canonical(
+    raw: str, tokens: list[str], scripts: list[str], ctx: PolicyContext
+) -> tuple[str, int]:
+    return " ".join(tokens), 0
+
+
+def _to_latin(
+    raw: str, tokens: list[str], scripts: list[str], ctx: PolicyContext
+) -> tuple[str, int]:
+    keys = []
+    for token in tokens:
+        key = latin_key(token)
+        if key:
+            keys.append(key)
+        elif any(char.isalpha() for char in token):
+            keys.append(token)  # letters with no ASCII key are kept, never dropped
+    return " ".join(keys), 0
+
+
+def _to_native(
+    raw: str, tokens: list[str], scripts: list[str], ctx: PolicyContext
+) -> tuple[str, int]:
+    info = language_info(ctx.language, scripts)
+    target = sorted(info.native)[0]
+    out = []
+    unknown = 0
+    for token, script in zip(tokens, scripts, strict=True):
+        if script != "Latn":
+            out.append(token)
+            continue
+        match = _EDGES.match(token)
+        lead, core, trail = match.groups() if match else ("", token, "")
+        native = ctx.lexicon.native(core) or to_native_word(core, ctx.scheme, target)
+        if native is None:
+            unknown += 1
+            out.append(token)
+        else:
+            out.append(f"{lead}{native}{trail}")
+    return " ".join(out), unknown
+
+
+POLICIES: dict[str, Callable[[str, list[str], list[str], PolicyContext], tuple[str, int]]] = {
+    "keep": _keep,
+    "canonical": _canonical,
+    "to-latin": _to_latin,
+    "to-native": _to_native,
+}
+
+
+def check_policy(policy: str, scheme: str | None = None) -> list[str]:
+    problems = []
+    if policy not in POLICIES:
+        problems.append(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if scheme is not None and scheme not in SCHEMES:
+        problems.append(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return problems
+
+
+def normalize(
+    text: str,
+    language: str,
+    policy: str = "canonical",
+    lexicon: Lexicon = EMPTY,
+    scheme: str | None = None,
+) -> Normalized:
+    """Apply ``policy`` to ``text`` of matrix ``language`` (ISO 639-3). Never raises on text."""
+    problems = check_policy(policy, scheme)
+    if problems:
+        raise ConfigError(problems)
+    canonical = canonicalize(text, language)
+    tokens = canonical.split(" ") if canonical else []
+    scripts = tag_scripts(tokens)
+    tags = language_tags(tokens, scripts, language, lexicon)
+    info = language_info(language, scripts)
+    context = PolicyContext(language, lexicon, scheme or info.scheme)
+    output, unknown = POLICIES[policy](text, tokens, scripts, context)
+    return Normalized(output, tuple(scripts), cmi(tags), m_index(tags), i_index(tags), unknown)

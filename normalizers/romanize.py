@@ -1,0 +1,157 @@
+"""``to-latin``: a deterministic lower-case ASCII key per token (tables in ``data/``).
+
+Brahmic scripts (Deva, Beng, Guru, Gujr, Orya, Taml, Telu, Knda, Mlym) share one table by
+offset within their parallel Unicode blocks, so a word spelled in parallel in any of them gets
+one key. Consonants carry their inherent ``a`` unless a virama or vowel sign follows (and
+word-finally, where Hindi-style schwa deletion applies). Anusvara becomes ``m`` before a
+labial or at the end of a word and ``n`` elsewhere, so हिंदी and हिन्दी agree. A nukta changes
+its consonant (ज़ -> z). Vowel length and retroflex/dental are collapsed.
+
+Cyrillic, Greek and Arabic-script letters map through ``letters.tsv``; Latin is lower-cased
+and stripped of marks. Other scripts keep the canonical token: there is no lossless ASCII key
+for Han or Hangul without a dictionary.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+
+import unicodedata2
+
+BRAHMIC_BLOCKS = {
+    0x0900: "Deva",
+    0x0980: "Beng",
+    0x0A00: "Guru",
+    0x0A80: "Gujr",
+    0x0B00: "Orya",
+    0x0B80: "Taml",
+    0x0C00: "Telu",
+    0x0C80: "Knda",
+    0x0D00: "Mlym",
+}
+LABIALS = frozenset({"p", "ph", "b", "bh", "m"})
+_LATIN_SPECIAL = {
+    "ß": "ss",
+    "æ": "ae",
+    "œ": "oe",
+    "ø": "o",
+    "đ": "d",
+    "ł": "l",
+    "þ": "th",
+    "ð": "d",
+    "ı": "i",
+    "ŋ": "ng",
+    "ħ": "h",
+}
+
+
+@dataclass(frozen=True)
+class BrahmicLetter:
+    kind: str
+    key: str
+
+
+def _rows(name: str) -> list[list[str]]:
+    text = resources.files("normalizers").joinpath("data", name).read_text("utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return [line.split("\t") for line in lines[1:]]
+
+
+@functools.cache
+def _brahmic() -> dict[int, BrahmicLetter]:
+    return {int(row[0], 16): BrahmicLetter(row[1], row[2]) for row in _rows("brahmic.tsv")}
+
+
+@functools.cache
+def _nukta() -> dict[str, str]:
+    return {row[0]: row[1] for row in _rows("nukta.tsv")}
+
+
+@functools.cache
+def _letters() -> dict[str, str]:
+    return {row[0]: row[1] for row in _rows("letters.tsv")}
+
+
+def _brahmic_offset(char: str) -> int | None:
+    code = ord(char)
+    if 0x0900 <= code < 0x0D80:
+        return code & 0x7F
+    return None
+
+
+def _latin_char(char: str) -> str:
+    lowered = char.lower()
+    if lowered in _LATIN_SPECIAL:
+        return _LATIN_SPECIAL[lowered]
+    decomposed = unicodedata2.normalize("NFKD", lowered)
+    base = decomposed[:1]
+    if base in _letters():
+        return _letters()[base]
+    return "".join(c for c in decomposed if c.isascii() and c.isalnum())
+
+
+@functools.lru_cache(maxsize=262144)
+def latin_key(token: str) -> str:
+    """The ``to-latin`` key of one token (see the module docstring)."""
+    table = _brahmic()
+    parts: list[str] = []
+    pending: str | None = None  # a consonant still waiting for its vowel
+    nasal_at: list[int] = []  # positions of anusvaras, resolved by the next consonant
+    syllables = 0
+    foreign = []  # characters of scripts with no key: the token is kept
+
+    def flush(inherent: bool) -> None:
+        nonlocal pending, syllables
+        if pending is not None:
+            parts.append(pending + ("a" if inherent else ""))
+            syllables += 1
+            pending = None
+
+    for char in token:
+        offset = _brahmic_offset(char)
+        letter = table.get(offset) if offset is not None else None
+        if letter is None:
+            flush(True)
+            key = _latin_char(char)
+            if key or not char.isalnum():
+                parts.append(key)
+            else:
+                foreign.append(char)
+            continue
+        kind = letter.kind
+        if kind == "consonant":
+            flush(True)
+            for position in nasal_at:
+                parts[position] = "m" if letter.key in LABIALS else "n"
+            nasal_at.clear()
+            pending = letter.key
+        elif kind == "nukta":
+            if pending is not None:
+                pending = _nukta().get(pending, pending)
+        elif kind == "sign":
+            if pending is not None:
+                parts.append(pending)
+                pending = None
+            parts.append(letter.key)
+            syllables += 1
+        elif kind == "virama":
+            if pending is not None:
+                parts.append(pending)
+                pending = None
+        elif kind == "anusvara":
+            flush(True)
+            nasal_at.append(len(parts))
+            parts.append("n")
+        elif kind in ("vowel", "nasal", "visarga", "final", "digit"):
+            flush(True)
+            parts.append(letter.key)
+            if kind == "vowel":
+                syllables += 1
+    flush(inherent=syllables == 0)  # word-final schwa deletion, not for a bare consonant
+    for position in nasal_at:  # a word-final anusvara
+        parts[position] = "m"
+    if foreign:
+        return token
+    return "".join(parts)
