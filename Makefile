@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxshard-installed
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-all lint format typecheck check clean
+.PHONY: setup demo test test-all lint format typecheck check bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ typecheck: setup
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

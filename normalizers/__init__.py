@@ -4,7 +4,7 @@ policies, code-mixing metrics and transliteration-insensitive scoring."""
 from normalizers.canonical import canonicalize
 from normalizers.codemix import cmi, i_index, language_tags, m_index
 from normalizers.lexicon import EMPTY, Lexicon, read_lexicon
-from normalizers.policies import POLICIES, Normalized, check_policy, normalize
+from normalizers.policies import POLICIES, Normalized, check_policy, normalize, normalize_lines
 from normalizers.romanize import latin_key
 from normalizers.scoring import Score, edit_distance, score
 from normalizers.scripts import tag_scripts, token_script
@@ -24,6 +24,7 @@ __all__ = [
     "latin_key",
     "m_index",
     "normalize",
+    "normalize_lines",
     "read_lexicon",
     "score",
     "tag_scripts",

@@ -48,7 +48,20 @@ _NUKTA_PATTERN = re.compile(
         for base in (0x0900, 0x0980, 0x0A00, 0x0A80, 0x0B00, 0x0C00, 0x0C80)
     )
 )
-_WHITESPACE = re.compile(r"\s+")
+_NUKTAS = "".join(
+    chr(base + 0x3C) for base in (0x0900, 0x0980, 0x0A00, 0x0A80, 0x0B00, 0x0C00, 0x0C80)
+)
+# any character one of the rare steps acts on: lines without one take the fast path
+_SPECIAL = re.compile(
+    "["
+    + "".join(f"\\U{code:08x}" for code in _REMOVE)
+    + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _FOLD_RANGES)
+    + TATWEEL
+    + ZWNJ
+    + ZWJ
+    + _NUKTAS
+    + "]"
+)
 _ELONGATION = re.compile(f"(?<=[\u0620-\u064a\u066e-\u06d3\u06fa-\u06ff]){TATWEEL}+")
 
 
@@ -90,15 +103,15 @@ def _nukta(match: re.Match[str]) -> str:
 def canonicalize(text: str, lang: str | None = None) -> str:
     """The canonical form of ``text`` (``lang`` is accepted for per-language rules)."""
     del lang
-    if _FOLD.search(text):
+    if _SPECIAL.search(text):
         text = _FOLD.sub(_fold, text)
-    text = text.translate(_REMOVE)
-    if TATWEEL in text:
-        text = _ELONGATION.sub("", text)
-    if ZWJ in text or ZWNJ in text:
-        text = _ATOMIC_PATTERN.sub(lambda m: _ATOMIC[m.group(0)], text)
-        text = _JOINER_PATTERN.sub(_joiners, text)
-    if _NUKTA_PATTERN.search(text):
+        text = text.translate(_REMOVE)
+        if TATWEEL in text:
+            text = _ELONGATION.sub("", text)
+        if ZWJ in text or ZWNJ in text:
+            text = _ATOMIC_PATTERN.sub(lambda m: _ATOMIC[m.group(0)], text)
+            text = _JOINER_PATTERN.sub(_joiners, text)
         text = _NUKTA_PATTERN.sub(_nukta, text)
     composed: str = unicodedata2.normalize("NFC", text)
-    return _WHITESPACE.sub(" ", composed).strip()
+    # str.split() splits at exactly the characters str.isspace() knows (NBSP, U+2028, ...)
+    return " ".join(composed.split())

@@ -5,7 +5,6 @@ n and u, and are left out of M and I."""
 from __future__ import annotations
 
 import functools
-import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +30,14 @@ def _table() -> dict[str, LanguageInfo]:
     return {row[0]: LanguageInfo(frozenset(row[1].split("+")), row[2], row[3]) for row in rows[1:]}
 
 
+@functools.lru_cache(maxsize=1024)
+def _known_info(language: str) -> LanguageInfo | None:
+    return _table().get(language)
+
+
 def language_info(language: str, scripts: Sequence[str] = ()) -> LanguageInfo:
     """The table row of ``language``; unknown languages take the dominant script as native."""
-    found = _table().get(language)
+    found = _known_info(language)
     if found is not None:
         return found
     counted = Counter(s for s in scripts if s not in (COMMON, INHERITED, UNKNOWN, MIXED))
@@ -49,42 +53,68 @@ def language_tags(
     lexicon knows them (romanized matrix words), ``univ`` for Common-script tokens, and
     ``x-<Script>`` for any other script."""
     info = language_info(language, scripts)
+    by_script: dict[str, str] = {}
     tags = []
+    check_lexicon = bool(lexicon.to_native or lexicon.to_latin)
     for token, script in zip(tokens, scripts, strict=True):
-        if script in (COMMON, INHERITED, UNKNOWN):
-            tags.append(UNIV)
-        elif script == MIXED or script in info.native:
+        if (
+            script == "Latn"
+            and check_lexicon
+            and "Latn" not in info.native
+            and lexicon.knows(token)
+        ):
             tags.append(language)
-        elif script == "Latn":
-            tags.append(language if lexicon.knows(token) else info.latin)
-        else:
-            tags.append(f"x-{script}")
+            continue
+        tag = by_script.get(script)
+        if tag is None:
+            if script in (COMMON, INHERITED, UNKNOWN):
+                tag = UNIV
+            elif script == MIXED or script in info.native:
+                tag = language
+            elif script == "Latn":
+                tag = info.latin
+            else:
+                tag = f"x-{script}"
+            by_script[script] = tag
+        tags.append(tag)
     return tags
+
+
+def mixing_metrics(tags: Sequence[str]) -> tuple[float, float, float]:
+    """(CMI, M-index, I-index) in one pass over the tags."""
+    counts: dict[str, int] = {}
+    previous = None
+    switches = 0
+    total = 0
+    for tag in tags:
+        if tag == UNIV:
+            continue
+        counts[tag] = counts.get(tag, 0) + 1
+        if previous is not None and tag != previous:
+            switches += 1
+        previous = tag
+        total += 1
+    if total == 0:
+        return 0.0, 0.0, 0.0
+    code_mixing = 100.0 * (1.0 - max(counts.values()) / total)
+    multilingual = 0.0
+    if len(counts) > 1:
+        squares = sum((count / total) ** 2 for count in counts.values())
+        multilingual = (1.0 - squares) / ((len(counts) - 1) * squares)
+    integration = switches / (total - 1) if total > 1 else 0.0
+    return code_mixing, multilingual, integration
 
 
 def cmi(tags: Sequence[str]) -> float:
     """Code-Mixing Index: 100 * (1 - max_i w_i / (n - u)), 0 when every token is univ."""
-    language_tokens = [t for t in tags if t != UNIV]
-    if not language_tokens:
-        return 0.0
-    top = Counter(language_tokens).most_common(1)[0][1]
-    return 100.0 * (1.0 - top / len(language_tokens))
+    return mixing_metrics(tags)[0]
 
 
 def m_index(tags: Sequence[str]) -> float:
     """Multilingual index: (1 - sum p_j^2) / ((k - 1) sum p_j^2); 0 for one language."""
-    counts = Counter(t for t in tags if t != UNIV)
-    total = sum(counts.values())
-    if len(counts) < 2:
-        return 0.0
-    squares = sum((c / total) ** 2 for c in counts.values())
-    return (1.0 - squares) / ((len(counts) - 1) * squares)
+    return mixing_metrics(tags)[1]
 
 
 def i_index(tags: Sequence[str]) -> float:
     """Integration index: switch points between consecutive language tokens / (n - 1)."""
-    language_tokens = [t for t in tags if t != UNIV]
-    if len(language_tokens) < 2:
-        return 0.0
-    switches = sum(a != b for a, b in itertools.pairwise(language_tokens))
-    return switches / (len(language_tokens) - 1)
+    return mixing_metrics(tags)[2]

@@ -6,12 +6,13 @@ text, so a build's JSON carries them whatever the policy.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from normalizers.canonical import canonicalize
-from normalizers.codemix import cmi, i_index, language_info, language_tags, m_index
+from normalizers.codemix import language_info, language_tags, mixing_metrics
 from normalizers.lexicon import EMPTY, Lexicon
 from normalizers.nativize import SCHEMES, to_native_word
 from normalizers.romanize import latin_key
@@ -119,9 +120,8 @@ def normalize(
     scheme: str | None = None,
 ) -> Normalized:
     """Apply ``policy`` to ``text`` of matrix ``language`` (ISO 639-3). Never raises on text."""
-    problems = check_policy(policy, scheme)
-    if problems:
-        raise ConfigError(problems)
+    if policy not in POLICIES or (scheme is not None and scheme not in SCHEMES):
+        raise ConfigError(check_policy(policy, scheme))
     canonical = canonicalize(text, language)
     tokens = canonical.split(" ") if canonical else []
     scripts = tag_scripts(tokens)
@@ -129,4 +129,26 @@ def normalize(
     info = language_info(language, scripts)
     context = PolicyContext(language, lexicon, scheme or info.scheme)
     output, unknown = POLICIES[policy](text, tokens, scripts, context)
-    return Normalized(output, tuple(scripts), cmi(tags), m_index(tags), i_index(tags), unknown)
+    return Normalized(output, tuple(scripts), *mixing_metrics(tags), unknown)
+
+
+def normalize_lines(
+    lines: Iterable[bytes],
+    language: str,
+    policy: str = "canonical",
+    lexicon: Lexicon = EMPTY,
+    scheme: str | None = None,
+    as_json: bool = False,
+) -> Iterator[str]:
+    """One output line (with its newline) per input line: text, or JSON with ``as_json``.
+
+    Input lines are bytes split at ``\\n`` (a trailing ``\\r`` is dropped); undecodable bytes
+    become U+FFFD rather than stopping the stream.
+    """
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+        result = normalize(line, language, policy, lexicon, scheme)
+        if as_json:
+            yield json.dumps(result.to_json(), ensure_ascii=False) + "\n"
+        else:
+            yield result.text + "\n"

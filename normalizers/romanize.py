@@ -60,8 +60,11 @@ def _rows(name: str) -> list[list[str]]:
 
 
 @functools.cache
-def _brahmic() -> dict[int, BrahmicLetter]:
-    return {int(row[0], 16): BrahmicLetter(row[1], row[2]) for row in _rows("brahmic.tsv")}
+def _brahmic() -> dict[tuple[str, int], BrahmicLetter]:
+    """(script or "*", offset) -> letter; a script's own row wins over the shared one."""
+    return {
+        (row[0], int(row[1], 16)): BrahmicLetter(row[2], row[3]) for row in _rows("brahmic.tsv")
+    }
 
 
 @functools.cache
@@ -74,20 +77,24 @@ def _letters() -> dict[str, str]:
     return {row[0]: row[1] for row in _rows("letters.tsv")}
 
 
-def _brahmic_offset(char: str) -> int | None:
+def _brahmic_letter(char: str) -> BrahmicLetter | None:
     code = ord(char)
-    if 0x0900 <= code < 0x0D80:
-        return code & 0x7F
-    return None
+    if not 0x0900 <= code < 0x0D80:
+        return None
+    table = _brahmic()
+    script = BRAHMIC_BLOCKS[code & ~0x7F]
+    return table.get((script, code & 0x7F)) or table.get(("*", code & 0x7F))
 
 
 def _latin_char(char: str) -> str:
     lowered = char.lower()
     if lowered in _LATIN_SPECIAL:
         return _LATIN_SPECIAL[lowered]
+    if lowered in _letters():  # й, ї, ё: letters in their own right
+        return _letters()[lowered]
     decomposed = unicodedata2.normalize("NFKD", lowered)
     base = decomposed[:1]
-    if base in _letters():
+    if base in _letters():  # accented Greek and the like: the base letter's key
         return _letters()[base]
     return "".join(c for c in decomposed if c.isascii() and c.isalnum())
 
@@ -95,7 +102,6 @@ def _latin_char(char: str) -> str:
 @functools.lru_cache(maxsize=262144)
 def latin_key(token: str) -> str:
     """The ``to-latin`` key of one token (see the module docstring)."""
-    table = _brahmic()
     parts: list[str] = []
     pending: str | None = None  # a consonant still waiting for its vowel
     nasal_at: list[int] = []  # positions of anusvaras, resolved by the next consonant
@@ -110,8 +116,7 @@ def latin_key(token: str) -> str:
             pending = None
 
     for char in token:
-        offset = _brahmic_offset(char)
-        letter = table.get(offset) if offset is not None else None
+        letter = _brahmic_letter(char)
         if letter is None:
             flush(True)
             key = _latin_char(char)

@@ -246,10 +246,7 @@ def normalize(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """Normalize lines from stdin to stdout: exactly one output line per input line."""
-    import json
-
-    from normalizers import EMPTY, check_policy, read_lexicon
-    from normalizers import normalize as normalize_text
+    from normalizers import EMPTY, check_policy, normalize_lines, read_lexicon
 
     try:
         problems = check_policy(policy, scheme)
@@ -260,13 +257,7 @@ def normalize(
     except VoxshardError as error:
         _fail(error, 2)
     out = sys.stdout
-    for raw in sys.stdin.buffer:
-        line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
-        result = normalize_text(line, language, policy, table, scheme)
-        if as_json:
-            out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-        else:
-            out.write(result.text + "\n")
+    out.writelines(normalize_lines(sys.stdin.buffer, language, policy, table, scheme, as_json))
     out.flush()
 
 

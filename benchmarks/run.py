@@ -1,0 +1,68 @@
+"""``make bench``: run every benchmark group three times, report medians.
+
+Writes ``benchmarks/results/latest.json`` and prints a markdown table. Results are ratios and
+rates measured side by side in one run on this machine; nothing here is a test assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import bench_normalizers
+
+GROUPS: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "normalizers": bench_normalizers.run,
+}
+REPEATS = 3
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": None if load is None else round(load[0], 2),
+    }
+
+
+def main() -> None:
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    started = time.time()
+    for group, run in GROUPS.items():
+        for _ in range(REPEATS):
+            for row in run():
+                rows.setdefault((group, row["name"]), []).append(row)
+    results = []
+    for runs in rows.values():
+        value = statistics.median(r["value"] for r in runs)
+        first = runs[0]
+        met = None
+        if first["goal"] is not None:
+            met = statistics.median(1.0 if r["met"] else 0.0 for r in runs) >= 0.5
+        results.append({**first, "value": value, "runs": [r["value"] for r in runs], "met": met})
+    report = {"machine": machine(), "wall_s": round(time.time() - started, 1), "results": results}
+    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
+    with open(os.path.join(os.path.dirname(__file__), "results", "latest.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"machine: {report['machine']}\n")
+    print("| group | measurement | median | unit | goal | met |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        met = "" if r["met"] is None else ("yes" if r["met"] else "NO")
+        goal = r["goal"] or ""
+        print(f"| {r['group']} | {r['name']} | {r['value']:,} | {r['unit']} | {goal} | {met} |")
+
+
+if __name__ == "__main__":
+    main()
