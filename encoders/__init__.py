@@ -1,0 +1,1 @@
+"""MASR metadata encoders: lang2vec language vectors, language coordinates, Haversine."""

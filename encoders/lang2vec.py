@@ -1,0 +1,169 @@
+"""lang2vec / URIEL feature vectors read straight from the package's ``.npz`` files.
+
+This avoids ``import lang2vec.lang2vec`` (it needs ``pkg_resources``, which current
+setuptools removed, and takes seconds) and its wrong ``LANGUAGES`` lists: the language codes
+come from the arrays themselves. Missing values (-1) become NaN; cosine similarity is
+mask-aware (a pair uses only the features both languages have) and NaN where a pair shares
+fewer than ``min_shared`` features or a vector is all zeros.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas import ConfigError
+
+FloatArray = npt.NDArray[np.float32]
+BLOCK_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class FeatureSetSpec:
+    name: str
+    file: str
+    source: str
+    prefix: str
+
+
+def _rows(name: str) -> list[list[str]]:
+    text = resources.files("encoders").joinpath("data", name).read_text("utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return [line.split("\t") for line in lines[1:]]
+
+
+@functools.cache
+def feature_sets() -> dict[str, FeatureSetSpec]:
+    return {
+        row[0]: FeatureSetSpec(*row[:3], row[3] if len(row) > 3 else "")
+        for row in _rows("feature_sets.tsv")
+    }
+
+
+@functools.cache
+def stand_ins() -> dict[str, str]:
+    """code -> stand-in code, both directions of the macrolanguage table."""
+    table: dict[str, str] = {}
+    for code, stand_in, _kind, _note in _rows("macrolanguages.tsv"):
+        table[code] = stand_in
+        table.setdefault(stand_in, code)
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def load_raw(name: str) -> tuple[npt.NDArray[np.str_], list[str], FloatArray]:
+    """(language codes, feature names, values with -1 for missing) of a feature set."""
+    specs = feature_sets()
+    if name not in specs:
+        raise ConfigError(f"unknown feature set {name!r}; choose from {', '.join(specs)}")
+    spec = specs[name]
+    path = resources.files("lang2vec").joinpath("data", spec.file)
+    with path.open("rb") as handle, np.load(handle) as database:
+        names = [str(f) for f in database["feats"]]
+        columns = [i for i, f in enumerate(names) if f.startswith(spec.prefix)]
+        sources = [str(s) for s in database["sources"]]
+        if spec.source not in sources:
+            raise ConfigError(f"feature set {name}: source {spec.source} missing in {spec.file}")
+        source = sources.index(spec.source)
+        values = np.asarray(database["data"][:, columns, source], dtype=np.float32)
+        langs = database["langs"].astype(str)
+    return langs, [names[i] for i in columns], values
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    name: str
+    codes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    values: FloatArray  # (languages, features), NaN where missing
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {code: i for i, code in enumerate(self.codes)}
+
+    def usable(self, code: str) -> bool:
+        """The language is in the set with at least one known, not all-zero feature."""
+        row = self.index.get(code)
+        if row is None:
+            return False
+        vector = self.values[row]
+        known = ~np.isnan(vector)
+        return bool(known.any() and np.any(vector[known] != 0))
+
+    def resolve(self, code: str) -> tuple[str | None, str | None]:
+        """(code to use, note): the code itself, else its explicit stand-in, else None."""
+        if self.usable(code):
+            return code, None
+        stand_in = stand_ins().get(code)
+        if stand_in is not None and self.usable(stand_in):
+            return stand_in, f"{code} -> {stand_in}"
+        return None, None
+
+    def vectors(self, codes: list[str | None]) -> FloatArray:
+        """Rows for ``codes`` (None: an all-NaN row)."""
+        out = np.full((len(codes), len(self.feature_names)), np.nan, dtype=np.float32)
+        for i, code in enumerate(codes):
+            if code is not None and code in self.index:
+                out[i] = self.values[self.index[code]]
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def load_feature_set(name: str) -> FeatureSet:
+    langs, names, values = load_raw(name)
+    values = np.where(values < 0, np.nan, values).astype(np.float32)
+    return FeatureSet(name, tuple(str(code) for code in langs), tuple(names), values)
+
+
+def _dense_cosine(
+    a: FloatArray, b: FloatArray, min_shared: int
+) -> tuple[FloatArray, npt.NDArray[np.int32]]:
+    a_norm = np.linalg.norm(a.astype(np.float64), axis=1)
+    b_norm = np.linalg.norm(b.astype(np.float64), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_unit = (a / a_norm[:, None]).astype(np.float32)
+        b_unit = (b / b_norm[:, None]).astype(np.float32)
+    similarity = np.clip(a_unit @ b_unit.T, -1.0, 1.0)
+    similarity[a_norm == 0, :] = np.nan
+    similarity[:, b_norm == 0] = np.nan
+    if a.shape[1] < min_shared:
+        similarity[:] = np.nan
+    shared = np.full(similarity.shape, a.shape[1], dtype=np.int32)
+    return similarity.astype(np.float32), shared
+
+
+def masked_cosine(
+    a: FloatArray, b: FloatArray | None = None, min_shared: int = 1
+) -> tuple[FloatArray, npt.NDArray[np.int32]]:
+    """(cosine, shared feature count) between the rows of a and b, over shared features.
+
+    NaN marks a missing feature. A pair with fewer than ``min_shared`` shared features, or
+    with a zero vector on its shared features, is NaN. Computed in row blocks in float64.
+    """
+    b = a if b is None else b
+    a_known = ~np.isnan(a)
+    b_known = ~np.isnan(b)
+    if a_known.all() and b_known.all():  # complete sets (*_knn, fam, geo): one matmul
+        return _dense_cosine(a, b, min_shared)
+    a0 = np.where(a_known, a, 0.0).astype(np.float64)
+    b0 = np.where(b_known, b, 0.0).astype(np.float64)
+    b_mask = b_known.astype(np.float64)
+    similarity = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
+    shared = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+    for start in range(0, a.shape[0], BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
+        a_block, a_mask = a0[start:stop], a_known[start:stop].astype(np.float64)
+        dot = a_block @ b0.T
+        a_norm = np.sqrt((a_block**2) @ b_mask.T)  # |a| over the features b has
+        b_norm = np.sqrt(a_mask @ (b0**2).T)  # |b| over the features a has
+        count = a_mask @ b_mask.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cosine = dot / (a_norm * b_norm)
+        cosine[(count < min_shared) | (a_norm == 0) | (b_norm == 0)] = np.nan
+        similarity[start:stop] = np.clip(cosine, -1.0, 1.0)
+        shared[start:stop] = count.astype(np.int32)
+    return similarity, shared
