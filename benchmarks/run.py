@@ -18,11 +18,14 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(__file__))
 
 import bench_normalizers
+import bench_similarity
 
-GROUPS: dict[str, Callable[[], list[dict[str, Any]]]] = {
-    "normalizers": bench_normalizers.run,
+# name -> (run, repeats): medians need 3 runs; the 50k-speaker memory run writes 9.3 GiB once
+GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
+    "normalizers": (bench_normalizers.run, 3),
+    "similarity": (bench_similarity.run, 3),
+    "similarity-memory": (bench_similarity.run_memory, 1),
 }
-REPEATS = 3
 
 
 def machine() -> dict[str, Any]:
@@ -39,8 +42,8 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.time()
-    for group, run in GROUPS.items():
-        for _ in range(REPEATS):
+    for group, (run, repeats) in GROUPS.items():
+        for _ in range(repeats):
             for row in run():
                 rows.setdefault((group, row["name"]), []).append(row)
     results = []

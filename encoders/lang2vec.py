@@ -22,6 +22,21 @@ FloatArray = npt.NDArray[np.float32]
 BLOCK_ROWS = 2048
 
 
+def lang2vec_data(name: str) -> str:
+    """Path of a file in lang2vec's data folder, found through the installed distribution.
+
+    Not through ``import lang2vec``: the distribution also installs a ``bin/lang2vec.py``
+    script that shadows the package whenever a console script runs from that folder.
+    """
+    from importlib import metadata
+
+    try:
+        path = metadata.distribution("lang2vec").locate_file(f"lang2vec/data/{name}")
+    except metadata.PackageNotFoundError as error:
+        raise ConfigError("lang2vec is not installed: pip install lang2vec") from error
+    return str(path)
+
+
 @dataclass(frozen=True)
 class FeatureSetSpec:
     name: str
@@ -39,7 +54,7 @@ def _rows(name: str) -> list[list[str]]:
 @functools.cache
 def feature_sets() -> dict[str, FeatureSetSpec]:
     return {
-        row[0]: FeatureSetSpec(*row[:3], row[3] if len(row) > 3 else "")
+        row[0]: FeatureSetSpec(row[0], row[1], row[2], row[3] if len(row) > 3 else "")
         for row in _rows("feature_sets.tsv")
     }
 
@@ -61,8 +76,7 @@ def load_raw(name: str) -> tuple[npt.NDArray[np.str_], list[str], FloatArray]:
     if name not in specs:
         raise ConfigError(f"unknown feature set {name!r}; choose from {', '.join(specs)}")
     spec = specs[name]
-    path = resources.files("lang2vec").joinpath("data", spec.file)
-    with path.open("rb") as handle, np.load(handle) as database:
+    with open(lang2vec_data(spec.file), "rb") as handle, np.load(handle) as database:
         names = [str(f) for f in database["feats"]]
         columns = [i for i, f in enumerate(names) if f.startswith(spec.prefix)]
         sources = [str(s) for s in database["sources"]]

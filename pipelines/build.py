@@ -66,6 +66,7 @@ class BuildConfig:
     workers: int = 1
     settings: tuple[tuple[str, str], ...] = ()  # corpus-specific: (name, value) pairs
     geo: str | None = None  # --geo FILE
+    language_geo: bool = True  # fall back to the language's location (geo.source "language")
     normalize: str = "canonical"  # transcript policy
     lexicon: str | None = None  # --lexicon FILE (latin<TAB>native)
     scheme: str | None = None  # to-native romanization scheme (default: per language)
@@ -235,7 +236,13 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
     def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
         audio_path, items = element
         results = make_samples(
-            audio_path, items, self.options, self.audio, self.geo_table, self.text
+            audio_path,
+            items,
+            self.options,
+            self.audio,
+            self.geo_table,
+            self.text,
+            self.config.language_geo,
         )
         for result in results:
             if isinstance(result, Reject):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from corpora import CorpusOptions, SourceUtterance, origin_order
 from corpora.geo_table import GeoTable
+from encoders import language_coordinates
 from normalizers import EMPTY, Lexicon, normalize
 from pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
 from pipelines.shards import Sample
@@ -89,11 +90,18 @@ def _spans(item: SourceUtterance) -> tuple[Span, ...]:
     return item.pieces if item.pieces else ((item.start_s, item.end_s),)
 
 
-def _geo(item: SourceUtterance, language: str, geo_table: GeoTable | None) -> Geo | None:
+def _geo(
+    item: SourceUtterance, language: str, geo_table: GeoTable | None, language_geo: bool
+) -> Geo | None:
+    """The row's own coordinates, else --geo's speaker or language row, else (when
+    ``language_geo``) the language's location recovered from lang2vec, else None."""
     if item.lat is not None and item.lon is not None:
         return Geo(item.lat, item.lon, "manifest")
     found = None if geo_table is None else geo_table.lookup(item.corpus, item.speaker, language)
-    return None if found is None else Geo(*found)
+    if found is not None:
+        return Geo(*found)
+    place = language_coordinates(language) if language_geo else None
+    return None if place is None else Geo(place[0], place[1], "language")
 
 
 def make_samples(
@@ -103,6 +111,7 @@ def make_samples(
     audio: AudioConfig,
     geo_table: GeoTable | None = None,
     text: TextOptions = TextOptions(),
+    language_geo: bool = True,
 ) -> Iterator[Sample | Reject]:
     """Every item cut from one audio file, which is opened and decoded once.
 
@@ -122,7 +131,7 @@ def make_samples(
         if isinstance(result, AudioError):
             yield Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
         else:
-            geo = _geo(item, language, geo_table)
+            geo = _geo(item, language, geo_table, language_geo)
             yield _sample(item, language, result, geo, _transcript(item, language, text))
 
 

@@ -94,7 +94,7 @@ def test_commonvoice_round_trip(cv_root: Path, tmp_path: Path) -> None:
         "gender": "female",
         "age": "twenties",
         "accent": None,
-        "geo": None,
+        "geo": {"lat": 52.9992, "lon": -1.0049, "source": "language"},
         "transcript": {
             "raw": "en sentence 1",
             "normalized": "en sentence 1",

@@ -122,7 +122,7 @@ def test_asr_segments_are_cut_from_vad_pieces(voxpopuli_root: Path, tmp_path: Pa
         "speaker": "voxpopuli_1234",
         "gender": "female",
         "accent": None,
-        "geo": None,
+        "geo": {"lat": 45.2008, "lon": 16.8211, "source": "language"},
     }
     assert first["transcript"] == {
         "raw": "Hvala lijepa.",

@@ -30,7 +30,11 @@ def test_geo_fills_speaker_then_language(cv_root: Path, tmp_path: Path) -> None:
     assert geo["pl1"] == {"lat": 52.2297, "lon": 21.0122, "source": "speaker"}
     assert geo["pl0"] == {"lat": 50.0647, "lon": 19.945, "source": "language-table"}
     assert geo["de0"] == {"lat": 52.52, "lon": 13.405, "source": "language-table"}
-    assert geo["en0"] is None  # no speaker row, no English row
+    # no speaker row, no English row: the language's own location
+    assert geo["en0"] == {"lat": 52.9992, "lon": -1.0049, "source": "language"}
+    run_build(BuildConfig("commonvoice", str(cv_root), str(tmp_path / "plain"), language_geo=False))
+    rows = pq.read_table(tmp_path / "plain" / "utterances.parquet").to_pylist()
+    assert {str(r["geo"]) for r in rows} == {"None"}
 
 
 def test_manifest_coordinates_win_over_the_table(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
     python tools/make_language_coordinates.py > encoders/data/language_coordinates.tsv
 
 Languages whose geo vector is missing (-1) are left out, and so are rows no point explains
-(rms > 1e-3: the placeholders und, mul, zxx, mis, zbl, whose angles are all 1). Columns: code, lat, lon (degrees,
-4 decimals ~ 10 m) and rms (the fit's root-mean-square residual in the features' own unit,
-angle / pi; the features are rounded to 1e-4, so ~3e-5 is a perfect fit).
+(rms > 1e-3: the placeholders und, mul, zxx, mis, zbl, whose angles are all 1).
+Columns: code, lat, lon (degrees, 4 decimals ~ 10 m) and rms, the fit's root-mean-square
+residual in the features' own unit (angle / pi); the features are rounded to 1e-4, so about
+3e-5 is a perfect fit.
 """
 
 from __future__ import annotations

@@ -77,6 +77,9 @@ def build(
     geo: Annotated[
         str | None, typer.Option(help="CSV/TSV: speaker or language -> lat, lon")
     ] = None,
+    language_geo: Annotated[
+        bool, typer.Option(help="else geo = the language's location (lang2vec/Glottolog)")
+    ] = True,
     voxpopuli_data: Annotated[
         str | None, typer.Option(help="voxpopuli: asr (default), unlabelled or both")
     ] = None,
@@ -121,6 +124,7 @@ def build(
             max_error_rate=max_error_rate,
             workers=workers,
             geo=geo,
+            language_geo=language_geo,
             normalize=normalize,
             lexicon=lexicon,
             scheme=scheme,
@@ -227,6 +231,50 @@ def demo(
             _print_summary(summarize(build_out))
     except VoxshardError as error:
         _fail(error, 1)
+
+
+@app.command()
+def similarity(
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")],
+    builds: Annotated[list[str] | None, typer.Argument(help="build folders")] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="comma-separated languages to add (any tag form)")
+    ] = None,
+    feature_sets: Annotated[
+        str, typer.Option(help="comma-separated lang2vec feature sets")
+    ] = "syntax_knn",
+    geo_scale_km: Annotated[float, typer.Option(help="kernel scale: exp(-d / scale)")] = 500.0,
+    min_shared: Annotated[
+        int, typer.Option(help="fewest shared features for a cosine (sets with gaps)")
+    ] = 20,
+    plots: Annotated[bool, typer.Option(help="write PNG heatmaps and the geo scatter")] = True,
+) -> None:
+    """lang2vec language-similarity matrices and Haversine speaker distances (MASR encoders)."""
+    _setup_logging(False)
+    from pipelines.similarity import SimilarityConfig, run_similarity
+
+    try:
+        config = SimilarityConfig(
+            builds=tuple(builds or ()),
+            out=out,
+            languages=_split_list(languages) or (),
+            feature_sets=_split_list(feature_sets) or ("syntax_knn",),
+            geo_scale_km=geo_scale_km,
+            min_shared=min_shared,
+            plots=plots,
+        )
+        report = run_similarity(config)
+    except VoxshardError as error:
+        _fail(error, 2)
+    sets = report["feature_sets"]
+    typer.echo(
+        f"{len(report['languages'])} languages, {report['speakers']['count']} speakers -> {out}"
+    )
+    for name, info in sets.items():
+        typer.echo(
+            f"  {name}: {len(info['unknown_languages'])} unknown to lang2vec, "
+            f"{len(info['substituted'])} substituted, {len(info['nan_pairs'])} NaN pairs"
+        )
 
 
 def _matrix_language(tag: str) -> str:
