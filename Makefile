@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxshard-installed
 PIP_FLAGS := --quiet --disable-pip-version-check
+# the CPU build (a local file here; an unpinned torch pulls a multi-GB CUDA build).
+# On a GPU machine: make setup TORCH='torch --index-url https://download.pytorch.org/whl/cu128'
+TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test test-all lint format typecheck check bench clean
 

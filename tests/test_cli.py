@@ -130,3 +130,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert set(stats("mls")["by_language"]["utterances"]) == {"ita", "spa"}
     assert stats("mls")["discovered"] == 16  # Spanish FLAC and Opus releases counted once
     assert stats("babel")["rejected_by_reason"] == {"no speech in segment": 2}
+    demo = tmp_path / "demo"
+    assert (demo / "similarity" / "lang_syntax_knn.npy").exists()
+    assert len((demo / "run" / "metrics.jsonl").read_text().splitlines()) == 40
+    assert (demo / "run" / "probe" / "confusion.png").exists()

@@ -196,6 +196,7 @@ def demo(
     out: Annotated[str, typer.Argument(help="folder for the demo corpora and builds")] = "demo-out",
     clips: Annotated[int, typer.Option(help="Common Voice clips per language")] = 20,
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    steps: Annotated[int, typer.Option(help="tiny training steps on CPU")] = 40,
 ) -> None:
     """Generate a small corpus in each layout (real MP3, Vorbis, FLAC, Opus, SPHERE audio), build
     each one, and show what `inspect` shows."""
@@ -229,8 +230,40 @@ def demo(
             run_build(config, overwrite=True)
             typer.echo(f"== {source} ==")
             _print_summary(summarize(build_out))
+        builds = [os.path.join(out, "build", source) for source, _, _ in layouts]
+        _demo_similarity_and_training(out, builds, steps)
     except VoxshardError as error:
         _fail(error, 1)
+
+
+def _demo_similarity_and_training(out: str, builds: list[str], steps: int) -> None:
+    """The rest of the demo: similarity over every build, a tiny CPU training run, the probe."""
+    from pipelines.similarity import SimilarityConfig, run_similarity
+
+    sim = os.path.join(out, "similarity")
+    typer.echo(f"similarity -> {sim} ...")
+    report = run_similarity(
+        SimilarityConfig(builds=tuple(builds), out=sim, feature_sets=("syntax_knn", "fam", "geo"))
+    )
+    typer.echo(f"  {len(report['languages'])} languages, {report['speakers']['count']} speakers")
+    try:
+        from training.config import load_config
+        from training.loop import train as run_training
+        from training.probe import run_probe
+    except ImportError:
+        typer.echo("training skipped: install the training extra (pip install 'voxshard[train]')")
+        return
+    run = os.path.join(out, "run")
+    typer.echo(f"training the tiny preset for {steps} CPU steps -> {run} ...")
+    settings = load_config(None, [f"optim.max_steps={steps}", "run.checkpoint_every=1000"])
+    last = run_training(builds, sim, run, settings)
+    typer.echo(f"  step {last.get('step')}: loss {last.get('loss')}")
+    probe = run_probe(run, builds[0])
+    typer.echo(
+        f"language-ID probe on {builds[0]}: accuracy {probe['accuracy']:.3f}, "
+        f"macro-F1 {probe['macro_f1']:.3f} (chance {1 / len(probe['languages']):.3f}); "
+        f"confusion matrix in {os.path.join(run, 'probe', 'confusion.png')}"
+    )
 
 
 @app.command()
@@ -274,6 +307,63 @@ def similarity(
         typer.echo(
             f"  {name}: {len(info['unknown_languages'])} unknown to lang2vec, "
             f"{len(info['substituted'])} substituted, {len(info['nan_pairs'])} NaN pairs"
+        )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    builds: Annotated[
+        list[str], typer.Argument(help="build folders, then key.sub=value overrides")
+    ],
+    out: Annotated[str, typer.Option("--out", "-o", help="run folder (resumes if it holds one)")],
+    sim: Annotated[str | None, typer.Option(help="a voxshard similarity folder")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML training config")] = None,
+) -> None:
+    """Train a BEST-RQ + MASR Conformer on builds' shards (torchrun for DDP). Arguments of the
+    form key.sub=value override the config, e.g. optim.max_steps=50 model.preset=base."""
+    _setup_logging(False)
+    try:
+        from training.config import load_config
+        from training.loop import train as run_training
+    except ImportError as error:
+        _fail(ConfigError(f"{error}: install the training extra: pip install 'voxshard[train]'"), 2)
+    folders = [item for item in builds if "=" not in item]
+    overrides = [item for item in builds if "=" in item]
+    try:
+        settings = load_config(config, overrides)
+        last = run_training(folders, sim, out, settings)
+    except VoxshardError as error:
+        _fail(error, 2)
+    if last:
+        typer.echo(f"step {last['step']}: loss {last['loss']:.4f} -> {out}")
+
+
+@app.command()
+def probe(
+    run: Annotated[str, typer.Argument(help="a training run folder")],
+    build: Annotated[str, typer.Argument(help="a build to probe on")],
+    per_language: Annotated[int, typer.Option(help="utterances per language and split")] = 200,
+) -> None:
+    """Linear language-ID probe on frozen mean-pooled embeddings: accuracy, macro-F1,
+    per-language table, confusion matrix PNG (RUN/probe/)."""
+    _setup_logging(False)
+    try:
+        from training.probe import run_probe
+
+        report = run_probe(run, build, per_language)
+    except ImportError as error:
+        _fail(ConfigError(f"{error}: install the training extra: pip install 'voxshard[train]'"), 2)
+    except VoxshardError as error:
+        _fail(error, 2)
+    typer.echo(
+        f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  "
+        f"({report['train_utterances']} train / {report['eval_utterances']} eval, "
+        f"{report['evaluated_on']})"
+    )
+    typer.echo(f"{'language':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for lang, row in report["per_language"].items():
+        typer.echo(
+            f"{lang:<10}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>9}"
         )
 
 

@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import write_tsv  # noqa: E402
+from pipelines.build import BuildConfig, run_build  # noqa: E402
+from pipelines.demo import speech_like  # noqa: E402
+from schemas import ConfigError  # noqa: E402
+from training.bestrq import RandomProjectionQuantizer, span_mask  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.data import BatchSampler, discover  # noqa: E402
+from training.features import LogMel  # noqa: E402
+from training.loop import Trainer  # noqa: E402
+from training.masr import batch_hard_triplet, cosine_distance_matrix  # noqa: E402
+from training.model import build_encoder, count_parameters  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_language_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two languages x 24 utterances of speech-like audio (distinct pitch ranges), small
+    shards so each language has several."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for lang_index, language in enumerate(("en", "pl")):
+        for i in range(24):
+            seed = 100 * lang_index + i
+            audio = speech_like(1.5 + (i % 4) * 0.5, seed)[::3]  # 48 kHz synthesis -> 16 kHz
+            name = f"{language}_{i}.flac"
+            sf.write(root / name, audio, 16000)
+            rows.append([name, language, f"{language}{i % 3}", "train" if i < 20 else "dev"])
+    write_tsv(root / "m.tsv", ["path", "language", "speaker", "split"], rows)
+    out = tmp_path_factory.mktemp("build") / "b"
+    run_build(BuildConfig("manifest", str(root / "m.tsv"), str(out), shard_size_mb=0.2))
+    return out
+
+
+def config(*overrides: str):  # type: ignore[no-untyped-def]
+    base = [
+        "optim.max_steps=6",
+        "run.checkpoint_every=100",
+        "data.batch_seconds=16",
+        "data.languages_per_batch=2",
+        "data.buffer_per_language=8",
+        "bestrq.codebook_size=64",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_logmel_matches_librosa() -> None:
+    import librosa
+
+    audio = speech_like(1.0, 3)[::3].astype(np.float32)
+    ours = LogMel()(torch.from_numpy(audio)[None])[0].numpy()
+    reference = librosa.feature.melspectrogram(
+        y=audio,
+        sr=16000,
+        n_fft=400,
+        hop_length=160,
+        win_length=400,
+        center=False,
+        n_mels=80,
+        power=2.0,
+    )
+    np.testing.assert_allclose(ours, np.log(reference.T + 1e-6), atol=1e-3)
+    assert ours.shape == (98, 80)
+
+
+def test_encoder_shapes_masks_and_presets() -> None:
+    encoder = build_encoder("tiny")
+    features = torch.randn(3, 301, 80)
+    hidden, mask = encoder(features, torch.tensor([301, 200, 50]))
+    assert hidden.shape == (3, 74, 64)
+    assert mask.sum(dim=1).tolist() == [74, 49, 11]
+    with torch.device("meta"):
+        assert 90e6 < count_parameters(build_encoder("base")) < 110e6
+        assert 550e6 < count_parameters(build_encoder("large")) < 650e6
+
+
+def test_span_mask_spans_and_minimum() -> None:
+    generator = torch.Generator().manual_seed(0)
+    mask = span_mask(torch.tensor([500, 30]), 500, 0.01, 40, generator)
+    assert mask[1, 30:].sum() == 0 and mask[1].any()  # padding never masked, one span at least
+    runs = np.diff(np.concatenate([[0], mask[0].int().numpy(), [0]]))
+    assert (np.flatnonzero(runs == -1) - np.flatnonzero(runs == 1) >= 40).all() or mask[0, -1]
+
+
+def brute_force_triplet(points: np.ndarray, labels: np.ndarray, margin: float) -> float:
+    unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-8)
+    distance = 1.0 - unit @ unit.T
+    losses = []
+    for a in range(len(points)):
+        positives = [
+            distance[a, p] for p in range(len(points)) if p != a and labels[p] == labels[a]
+        ]
+        negatives = [distance[a, n] for n in range(len(points)) if labels[n] != labels[a]]
+        if positives and negatives:
+            losses.append(max(0.0, max(positives) - min(negatives) + margin))
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def test_triplet_loss_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        points = rng.standard_normal((10, 6))
+        labels = rng.integers(0, 3, 10)
+        ours = batch_hard_triplet(torch.from_numpy(points), torch.from_numpy(labels), 0.3)
+        assert float(ours) == pytest.approx(brute_force_triplet(points, labels, 0.3), abs=1e-5)
+    same = torch.ones(4, 5, requires_grad=True)
+    zero = torch.zeros(4, 5, requires_grad=True)
+    for points in (same, zero):
+        loss = batch_hard_triplet(points, torch.tensor([0, 0, 1, 1]), 0.2)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(points.grad).all()  # type: ignore[arg-type]
+    assert float(batch_hard_triplet(torch.randn(3, 4), torch.tensor([0, 0, 0]), 0.2)) == 0.0
+    assert torch.allclose(cosine_distance_matrix(torch.eye(3)).diagonal(), torch.zeros(3))
+
+
+def test_quantizer_is_frozen_and_training_reduces_the_loss(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    trainer = Trainer(
+        [str(two_language_build)],
+        None,
+        str(run),
+        config("optim.max_steps=50", "optim.warmup_steps=5"),
+    )
+    before = [t.clone() for t in trainer.quantizer.buffers()]
+    assert not list(trainer.quantizer.parameters())
+    last = trainer.train()
+    assert last["step"] == 50
+    for old, new in zip(before, trainer.quantizer.buffers(), strict=True):
+        assert torch.equal(old, new)
+    ssl = [m["loss_ssl"] for m in metrics(run)]
+    assert np.mean(ssl[-10:]) < np.mean(ssl[:5]) - 0.3
+    row = metrics(run)[-1]
+    for name in (
+        "loss",
+        "loss_language",
+        "loss_geo",
+        "lr",
+        "audio_s_per_s",
+        "data_wait_fraction",
+        "memory_mb",
+    ):
+        assert name in row and np.isfinite(row[name])
+
+
+def test_resumed_run_continues_exactly(two_language_build: Path, tmp_path: Path) -> None:
+    whole, paused = tmp_path / "whole", tmp_path / "paused"
+    Trainer([str(two_language_build)], None, str(whole), config()).train()
+    Trainer([str(two_language_build)], None, str(paused), config("run.stop_at_step=3")).train()
+    assert [m["step"] for m in metrics(paused)] == [1, 2, 3]
+    Trainer(
+        [str(two_language_build)], None, str(paused), config()
+    ).train()  # a new process would do the same
+    assert metrics(paused) == [
+        {
+            **m,
+            "audio_s_per_s": p["audio_s_per_s"],
+            "data_wait_fraction": p["data_wait_fraction"],
+            "memory_mb": p["memory_mb"],
+        }
+        for m, p in zip(metrics(whole), metrics(paused), strict=True)
+    ]
+
+
+def test_resume_in_a_new_process_via_the_cli(two_language_build: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "voxshard",
+        "train",
+        str(two_language_build),
+        "--out",
+        str(run),
+        "optim.max_steps=4",
+        "run.checkpoint_every=100",
+        "data.batch_seconds=16",
+        "data.buffer_per_language=8",
+        "bestrq.codebook_size=64",
+    ]
+    first = subprocess.run(
+        [*command, "run.stop_at_step=2"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert second.returncode == 0, second.stderr
+    straight = tmp_path / "straight"
+    straight_command = [*command[:6], str(straight), *command[7:]]
+    third = subprocess.run(straight_command, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    assert third.returncode == 0, third.stderr
+    assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight)]
+    checkpoint = json.loads((run / "checkpoints" / "latest.json").read_text())
+    state = torch.load(run / "checkpoints" / checkpoint["path"] / "model.pt", weights_only=True)
+    assert state["step"] == 4
+
+
+def test_two_process_gloo_ddp(two_language_build: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "voxshard",
+        "train",
+        str(two_language_build),
+        "--out",
+        str(run),
+        "optim.max_steps=3",
+        "run.checkpoint_every=3",
+        "data.batch_seconds=16",
+        "data.buffer_per_language=4",
+        "bestrq.codebook_size=64",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in metrics(run)] == [1, 2, 3]
+    folder = run / "checkpoints" / "step_00000003"
+    states = [torch.load(folder / f"rank{r}.pt", weights_only=True)["data"] for r in (0, 1)]
+    refs = [{tuple(ref) for refs in s["buffers"].values() for ref in refs} for s in states]
+    assert refs[0] and refs[1] and not refs[0] & refs[1]  # ranks read different samples
+
+
+def test_corrupt_member_is_skipped_and_counted(two_language_build: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(two_language_build, copy)
+    listing = [json.loads(line) for line in (copy / "shards.jsonl").read_text().splitlines()]
+    for entry in listing:  # the first sample of every train shard gets undecodable audio
+        if entry["split"] != "train":
+            continue
+        shard = copy / entry["path"]
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+        with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:
+            for index, (member, payload) in enumerate(members):
+                if index == 0:
+                    payload = b"fLaC" + bytes(range(200))
+                    member.size = len(payload)
+                tar.addfile(member, io.BytesIO(payload))
+    sampler = BatchSampler(discover([str(copy)], ("train",)), config().data, seed=0)
+    batches = [sampler.next_batch() for _ in range(6)]
+    assert sampler.corrupt.count >= 2  # skipped and counted, the run goes on
+    assert batches[-1].state["corrupt"] == sampler.corrupt.count
+
+
+def test_config_errors_are_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["optim.lr=fast", "model.preset=huge", "data.nope=1", "nonsense"])
+    problems = " | ".join(info.value.problems)
+    assert "optim.lr" in problems and "data.nope" in problems and "nonsense" in problems
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("optim:\n  max_steps: 7\nmodel:\n  preset: base\n")
+    loaded = load_config(str(yaml_path), ["optim.max_steps=9"])
+    assert (loaded.optim.max_steps, loaded.model.preset) == (9, "base")
+    with pytest.raises(ConfigError, match=r"model\.preset"):
+        load_config(None, ["model.preset=huge"])
+
+
+def test_probe_cli(two_language_build: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer([str(two_language_build)], None, str(run), config("optim.max_steps=2")).train()
+    result = subprocess.run(
+        [sys.executable, "-m", "voxshard", "probe", str(run), str(two_language_build)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((run / "probe" / "report.json").read_text())
+    assert report["languages"] == ["eng", "pol"] and report["eval_utterances"] == 8
+    assert 0.0 <= report["accuracy"] <= 1.0 and (run / "probe" / "confusion.png").exists()
+    assert np.array(report["confusion"]).sum() == 8
+
+
+def test_quantizer_labels_are_deterministic() -> None:
+    a = RandomProjectionQuantizer(320, 16, 64, 2, seed=5)
+    b = RandomProjectionQuantizer(320, 16, 64, 2, seed=5)
+    x = torch.randn(2, 7, 320)
+    assert torch.equal(a(x), b(x)) and a(x).shape == (2, 7, 2)

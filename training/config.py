@@ -1,0 +1,206 @@
+"""Training configuration: dataclasses, YAML files, dotted command-line overrides, and one
+validation pass that reports every problem at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import ConfigError
+
+PRESETS: dict[str, dict[str, int]] = {
+    # d_model, layers, heads, ff: tiny for CPU tests; base ~100M and large ~600M parameters
+    "tiny": {"d_model": 64, "layers": 2, "heads": 4, "ff": 256, "conv_kernel": 15},
+    "base": {"d_model": 512, "layers": 16, "heads": 8, "ff": 2048, "conv_kernel": 31},
+    "large": {"d_model": 1024, "layers": 24, "heads": 16, "ff": 4096, "conv_kernel": 31},
+}
+
+
+@dataclass
+class DataConfig:
+    max_duration_s: float = 6.0  # random crop to at most this
+    min_duration_s: float = 0.5
+    batch_seconds: float = 48.0  # audio per batch; sets K per batch with the bucket length
+    languages_per_batch: int = 4  # P: drawn with replacement, p ~ hours ** alpha
+    min_per_language: int = 2  # K is never below this (positives for the triplet losses)
+    alpha: float = 0.5  # language sampling temperature
+    buckets_s: tuple[float, ...] = (2.0, 4.0, 6.0)  # duration bucket edges
+    buffer_per_language: int = 32  # utterances held per language to pick similar durations
+    prefetch_batches: int = 4
+    splits: tuple[str, ...] = ("train",)
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    n_mels: int = 80
+    dropout: float = 0.1
+
+
+@dataclass
+class BestRqConfig:
+    codebook_size: int = 8192
+    codebook_dim: int = 16
+    num_codebooks: int = 1
+    mask_prob: float = 0.01  # span start probability per frame
+    mask_span_ms: float = 400.0
+
+
+@dataclass
+class MasrConfig:
+    language: bool = True
+    geo: bool = True
+    language_weight: float = 16.0  # lambda for the language stream (the MASR paper's value)
+    geo_weight: float = 1.0
+    language_alpha: float = 1.0  # scale of the lang2vec vector e in p = [q ; alpha e]
+    geo_alpha: float = 1.0
+    margin: float = 0.2  # gamma
+    projection_dim: int = 128
+    feature_set: str = "syntax_knn"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 10
+    max_steps: int = 50
+    grad_accumulation: int = 1
+    clip_norm: float = 5.0
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 25
+    bf16: bool = True  # on CUDA only; CPU runs fp32
+    compile: bool = False
+    threads: int = 1  # CPU threads (tests: 1)
+    stop_at_step: int = 0  # pause after this step (checkpointed; rerun to continue); 0: never
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bestrq: BestRqConfig = field(default_factory=BestRqConfig)
+    masr: MasrConfig = field(default_factory=MasrConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        problems = []
+        d, m, b, o = self.data, self.model, self.bestrq, self.optim
+        if m.preset not in PRESETS:
+            problems.append(f"model.preset {m.preset!r}: choose one of {', '.join(PRESETS)}")
+        if not 0 < d.min_duration_s < d.max_duration_s:
+            problems.append("data: need 0 < min_duration_s < max_duration_s")
+        if d.languages_per_batch < 1 or d.min_per_language < 2:
+            problems.append("data: languages_per_batch >= 1 and min_per_language >= 2")
+        if d.batch_seconds <= 0 or d.alpha < 0:
+            problems.append("data: batch_seconds > 0 and alpha >= 0")
+        if list(d.buckets_s) != sorted(d.buckets_s) or not d.buckets_s:
+            problems.append("data.buckets_s must be a non-empty increasing list")
+        if not 0 <= b.mask_prob < 1 or b.mask_span_ms <= 0:
+            problems.append("bestrq: 0 <= mask_prob < 1 and mask_span_ms > 0")
+        if b.codebook_size < 2 or b.codebook_dim < 1 or b.num_codebooks < 1:
+            problems.append("bestrq: codebook_size >= 2, codebook_dim >= 1, num_codebooks >= 1")
+        if o.lr <= 0 or o.max_steps < 1 or o.warmup_steps < 0 or o.grad_accumulation < 1:
+            problems.append(
+                "optim: lr > 0, max_steps >= 1, warmup_steps >= 0, grad_accumulation >= 1"
+            )
+        if self.run.checkpoint_every < 1 or self.run.log_every < 1 or self.run.threads < 1:
+            problems.append("run: checkpoint_every, log_every and threads must be >= 1")
+        if problems:
+            raise ConfigError(problems)
+
+
+def _convert(current: Any, text: str, name: str) -> Any:
+    import yaml
+
+    value = yaml.safe_load(text) if isinstance(text, str) else text
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {text!r}")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {text!r}")
+        return value
+    if isinstance(current, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {text!r}")
+        return float(value)
+    if isinstance(current, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list, got {text!r}")
+        return tuple(value)
+    if isinstance(current, str):
+        return str(value)
+    return value
+
+
+def apply(
+    config: TrainConfig, values: dict[str, Any], problems: list[str], prefix: str = ""
+) -> None:
+    """Set nested fields from a dict (YAML) or dotted keys; unknown keys are problems."""
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        parts = dotted.split(".")
+        target: Any = config
+        try:
+            for part in parts[:-1]:
+                target = getattr(target, part)
+            if not dataclasses.is_dataclass(target) or parts[-1] not in {
+                f.name for f in dataclasses.fields(target)
+            }:
+                raise AttributeError(dotted)
+        except AttributeError:
+            problems.append(f"unknown setting {dotted!r}")
+            continue
+        current = getattr(target, parts[-1])
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                problems.append(f"{dotted}: expected a mapping")
+                continue
+            apply(config, value, problems, prefix=f"{dotted}.")
+            continue
+        try:
+            setattr(target, parts[-1], _convert(current, value, dotted))
+        except ConfigError as error:
+            problems.extend(error.problems)
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    """Defaults, then the YAML file, then ``key.sub=value`` overrides; validated."""
+    import yaml
+
+    config = TrainConfig()
+    problems: list[str] = []
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"--config {path}: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config {path}: expected a mapping at the top")
+        apply(config, values, problems)
+    parsed = {}
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override {item!r} is not key.sub=value")
+            continue
+        key, _, value = item.partition("=")
+        parsed[key.strip()] = value
+    apply(config, parsed, problems)
+    if problems:
+        raise ConfigError(problems)
+    config.validate()
+    return config

@@ -1,0 +1,347 @@
+"""Stream a build's shards into language-balanced, duration-bucketed batches.
+
+Each language has an endless stream over its shards (reshuffled every epoch from the seed),
+read with webdataset straight from the tars. Under DDP a rank reads every world-th shard of a
+language (or every world-th sample when a language has fewer shards than ranks), so ranks
+see different data, and the streams never end, so every rank makes the same number of
+steps. A batch draws P languages with replacement, p ~ hours ** alpha, and takes K
+utterances from each, picked from a per-language buffer for durations close to a drawn
+bucket length (limiting padding); K follows from ``batch_seconds``. Longer utterances are
+randomly cropped to the bucket length. A sample that does not decode is skipped and counted.
+
+The position is part of the checkpoint: the sampler's RNG state, each stream's cursor, and
+the identity (shard, index) of every buffered utterance, so a resumed run draws exactly the
+batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas import ConfigError
+from training.config import DataConfig
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Utterance:
+    key: str
+    language: str
+    audio: np.ndarray  # float32 mono at 16 kHz
+    lat: float
+    lon: float
+    speaker: str | None
+    ref: tuple[str, int]  # (shard path, sample index): how a checkpoint names it
+
+
+@dataclass
+class ShardSet:
+    """The shards of the chosen splits, by language, with their audio hours."""
+
+    shards: dict[str, list[str]] = field(default_factory=dict)
+    hours: dict[str, float] = field(default_factory=dict)
+
+
+def discover(builds: list[str], splits: tuple[str, ...]) -> ShardSet:
+    found = ShardSet()
+    for build in builds:
+        listing = os.path.join(build, "shards.jsonl")
+        if not os.path.isfile(listing) or not os.path.isfile(os.path.join(build, "COMPLETED")):
+            raise ConfigError(f"{build!r} is not a completed voxshard build (no COMPLETED)")
+        with open(listing, encoding="utf-8") as handle:
+            for line in handle:
+                shard = json.loads(line)
+                if shard["split"] not in splits:
+                    continue
+                found.shards.setdefault(shard["lang"], []).append(
+                    os.path.join(build, shard["path"])
+                )
+                found.hours[shard["lang"]] = (
+                    found.hours.get(shard["lang"], 0.0) + shard["duration_s"] / 3600
+                )
+    if not found.shards:
+        raise ConfigError(f"no shards of splits {', '.join(splits)} in {', '.join(builds)}")
+    for paths in found.shards.values():
+        paths.sort()
+    return found
+
+
+def language_probabilities(hours: dict[str, float], alpha: float) -> dict[str, float]:
+    """p_lang ~ hours ** alpha (alpha 0: uniform; 1: proportional to data)."""
+    weights = {lang: max(h, 1e-9) ** alpha for lang, h in sorted(hours.items())}
+    total = sum(weights.values())
+    return {lang: w / total for lang, w in weights.items()}
+
+
+class CorruptCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, error: Exception) -> bool:  # a webdataset handler: skip and go on
+        self.count += 1
+        return True
+
+
+def decode_sample(sample: dict[str, Any], ref: tuple[str, int]) -> Utterance:
+    import soundfile as sf
+
+    record = json.loads(sample["json"])
+    audio, rate = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
+    if rate != SAMPLE_RATE or audio.ndim != 1 or len(audio) == 0 or not np.isfinite(audio).all():
+        raise ValueError(f"{sample.get('__key__')}: not 16 kHz mono finite audio")
+    geo = record.get("geo") or {}
+    return Utterance(
+        key=record["key"],
+        language=record["language"],
+        audio=audio,
+        lat=float(geo.get("lat", float("nan"))),
+        lon=float(geo.get("lon", float("nan"))),
+        speaker=record.get("speaker"),
+        ref=ref,
+    )
+
+
+def iterate_shard(path: str, corrupt: CorruptCounter) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(sample index, raw sample) of one tar, via webdataset; broken tar parts are counted."""
+    import webdataset as wds
+
+    dataset = wds.WebDataset(
+        path,
+        shardshuffle=False,
+        handler=corrupt,
+        empty_check=False,
+        nodesplitter=every_shard,  # ranks are split by LanguageStream, not by webdataset
+        workersplitter=every_shard,
+    )
+    yield from enumerate(dataset)
+
+
+def every_shard(urls: Iterator[Any]) -> Iterator[Any]:
+    """A webdataset splitter that keeps every shard (the split happened already)."""
+    yield from urls
+
+
+class LanguageStream:
+    """An endless, resumable stream of one language's utterances for one rank."""
+
+    def __init__(
+        self,
+        language: str,
+        shards: list[str],
+        rank: int,
+        world: int,
+        seed: int,
+        corrupt: CorruptCounter,
+    ) -> None:
+        self.language = language
+        self.corrupt = corrupt
+        self.seed = seed
+        if len(shards) >= world:
+            self.shards, self.stride, self.offset = shards[rank::world], 1, 0
+        else:
+            self.shards, self.stride, self.offset = shards, world, rank
+        self.epoch = 0
+        self.position = 0  # index into this epoch's shard order
+        self.sample = 0  # next sample index within the current shard
+        self._iterator: Iterator[tuple[int, dict[str, Any]]] | None = None
+
+    def _order(self) -> list[str]:
+        rng = np.random.default_rng([self.seed, self.epoch, sum(map(ord, self.language))])
+        return [self.shards[i] for i in rng.permutation(len(self.shards))]
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "sample": self.sample}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self.sample = state["epoch"], state["position"], state["sample"]
+        self._iterator = None
+
+    def next(self) -> Utterance:
+        empty_epochs = 0
+        while True:
+            if self._iterator is None:
+                path = self._order()[self.position]
+                self._iterator = iterate_shard(path, self.corrupt)
+                self._path = path
+                for _ in range(self.sample):  # resume inside a shard: skip raw samples
+                    next(self._iterator, None)
+            item = next(self._iterator, None)
+            if item is None:  # end of shard -> next shard, next epoch
+                self._iterator = None
+                self.sample = 0
+                self.position += 1
+                if self.position >= len(self.shards):
+                    self.position, self.epoch = 0, self.epoch + 1
+                    empty_epochs += 1
+                    if empty_epochs > 2:
+                        raise ConfigError(f"language {self.language}: no readable samples")
+                continue
+            index, sample = item
+            self.sample = index + 1
+            if index % self.stride != self.offset:
+                continue
+            try:
+                return decode_sample(sample, (self._path, index))
+            except Exception:  # any undecodable member is skipped and counted
+                self.corrupt.count += 1
+
+
+def fetch(refs: list[tuple[str, int]], corrupt: CorruptCounter) -> list[Utterance]:
+    """Re-read specific samples (a checkpoint's buffers), in the given order."""
+    wanted: dict[str, set[int]] = {}
+    for path, index in refs:
+        wanted.setdefault(path, set()).add(index)
+    found: dict[tuple[str, int], Utterance] = {}
+    for path, indices in wanted.items():
+        for index, sample in iterate_shard(path, corrupt):
+            if index in indices:
+                found[(path, index)] = decode_sample(sample, (path, index))
+    return [found[tuple(ref)] for ref in refs if tuple(ref) in found]  # type: ignore[index]
+
+
+@dataclass
+class Batch:
+    audio: Any  # torch.FloatTensor (B, S)
+    lengths: Any  # torch.LongTensor (B,)
+    languages: list[str]
+    keys: list[str]
+    lat_lon: np.ndarray  # (B, 2), NaN where unknown
+    seconds: float
+    state: dict[str, Any]  # the loader position right after this batch
+
+
+class BatchSampler:
+    """Builds batches (see the module docstring). Deterministic given seed and rank."""
+
+    def __init__(
+        self, shard_set: ShardSet, config: DataConfig, seed: int, rank: int = 0, world: int = 1
+    ) -> None:
+        self.config = config
+        self.corrupt = CorruptCounter()
+        self.probabilities = language_probabilities(shard_set.hours, config.alpha)
+        self.languages = list(self.probabilities)
+        self.streams = {
+            lang: LanguageStream(lang, shard_set.shards[lang], rank, world, seed, self.corrupt)
+            for lang in self.languages
+        }
+        self.buffers: dict[str, list[Utterance]] = {lang: [] for lang in self.languages}
+        self.rng = np.random.default_rng([seed, rank])
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "streams": {lang: s.state() for lang, s in self.streams.items()},
+            "buffers": {lang: [list(u.ref) for u in b] for lang, b in self.buffers.items()},
+            "corrupt": self.corrupt.count,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        for lang, stream_state in state["streams"].items():
+            self.streams[lang].restore(stream_state)
+        for lang, refs in state["buffers"].items():
+            self.buffers[lang] = fetch([(path, int(index)) for path, index in refs], self.corrupt)
+        self.corrupt.count = int(state["corrupt"])
+
+    def _fill(self, language: str) -> None:
+        buffer = self.buffers[language]
+        while len(buffer) < self.config.buffer_per_language:
+            utterance = self.streams[language].next()
+            if len(utterance.audio) >= self.config.min_duration_s * SAMPLE_RATE:
+                buffer.append(utterance)
+
+    def next_batch(self) -> Batch:
+        import torch
+
+        config = self.config
+        bucket_s = min(float(self.rng.choice(config.buckets_s)), config.max_duration_s)
+        per_language = max(
+            config.min_per_language,
+            int(config.batch_seconds // (config.languages_per_batch * bucket_s)),
+        )
+        drawn = self.rng.choice(
+            len(self.languages),
+            size=config.languages_per_batch,
+            p=[self.probabilities[lang] for lang in self.languages],
+        )
+        chosen: list[Utterance] = []
+        for index in drawn:
+            language = self.languages[int(index)]
+            self._fill(language)
+            buffer = self.buffers[language]
+            closest = sorted(
+                range(len(buffer)),
+                key=lambda i: (abs(len(buffer[i].audio) / SAMPLE_RATE - bucket_s), i),
+            )
+            picks = sorted(closest[:per_language], reverse=True)
+            chosen.extend(buffer.pop(i) for i in picks)
+        crop = int(bucket_s * SAMPLE_RATE)
+        clips = []
+        for utterance in chosen:
+            audio = utterance.audio
+            if len(audio) > crop:
+                start = int(self.rng.integers(0, len(audio) - crop + 1))
+                audio = audio[start : start + crop]
+            clips.append(audio)
+        length = max(len(c) for c in clips)
+        padded = np.zeros((len(clips), length), dtype=np.float32)
+        for row, clip in enumerate(clips):
+            padded[row, : len(clip)] = clip
+        lengths = [len(c) for c in clips]
+        return Batch(
+            audio=torch.from_numpy(padded),
+            lengths=torch.tensor(lengths, dtype=torch.long),
+            languages=[u.language for u in chosen],
+            keys=[u.key for u in chosen],
+            lat_lon=np.array([[u.lat, u.lon] for u in chosen], dtype=np.float64),
+            seconds=sum(lengths) / SAMPLE_RATE,
+            state=self.state(),
+        )
+
+
+class Prefetcher:
+    """Builds batches in a background thread (I/O and decoding overlap the step); the order is
+    the sampler's, so prefetching never changes what a run sees."""
+
+    def __init__(self, sampler: BatchSampler, depth: int) -> None:
+        self.sampler = sampler
+        self.queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                item: Batch | BaseException = self.sampler.next_batch()
+            except BaseException as error:  # surfaced in the training thread
+                item = error
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next(self) -> Batch:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)

@@ -1,0 +1,427 @@
+"""The training loop: BEST-RQ + MASR on streamed shards, single process or DDP (torchrun).
+
+L = L_SSL + sum_j lambda_j L_META_j. Checkpoints (RUN/checkpoints/step_NNNNNNNN/) hold the
+model, optimizer, scheduler, step, every RNG state and each rank's data position; a rerun of
+the same command resumes from ``latest`` and continues exactly (on CPU: the same next batch
+and loss). Metrics go to RUN/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders import LanguageEncoder, language_coordinates, unit_vectors
+from schemas import ConfigError
+from training.bestrq import (
+    STACK,
+    RandomProjectionQuantizer,
+    label_mask,
+    span_mask,
+    stack_and_normalize,
+)
+from training.config import PRESETS, TrainConfig
+from training.data import Batch, BatchSampler, Prefetcher, discover
+from training.features import HOP_S, LogMel
+from training.masr import MetadataHead, batch_hard_triplet, mean_pool
+from training.model import build_encoder
+
+LOG = logging.getLogger("voxshard")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> tuple[Distributed, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return Distributed(rank, world, local), device
+
+
+class SpeechModel(nn.Module):
+    """Encoder + BEST-RQ prediction heads + MASR metadata heads."""
+
+    def __init__(self, config: TrainConfig, language_dim: int) -> None:
+        super().__init__()
+        model, bestrq, masr = config.model, config.bestrq, config.masr
+        self.encoder = build_encoder(model.preset, model.n_mels, model.dropout)
+        d_model = PRESETS[model.preset]["d_model"]
+        self.ssl_head = nn.Linear(d_model, bestrq.codebook_size * bestrq.num_codebooks)
+        self.heads = nn.ModuleDict()
+        if masr.language:
+            self.heads["language"] = MetadataHead(d_model, masr.projection_dim, masr.language_alpha)
+        if masr.geo:
+            self.heads["geo"] = MetadataHead(d_model, masr.projection_dim, masr.geo_alpha)
+        self.language_dim = language_dim
+
+    def forward(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden, mask = self.encoder(features, frames)
+        return hidden, mask, self.ssl_head(hidden)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup, then cosine decay to 10 % at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    python = random.getstate()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
+    return {
+        "python": [python[0], list(python[1]), python[2]],
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "mask": generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:])
+    )
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["mask"])
+
+
+def geo_labels(lat_lon: np.ndarray) -> torch.Tensor:
+    """Positives for the geo stream: the same place to 0.1 degree (~11 km)."""
+    keys = [f"{a:.1f},{b:.1f}" for a, b in np.nan_to_num(lat_lon, nan=999.0)]
+    index = {key: i for i, key in enumerate(sorted(set(keys)))}
+    return torch.tensor([index[key] for key in keys])
+
+
+class Trainer:
+    def __init__(self, builds: list[str], sim: str | None, out: str, config: TrainConfig) -> None:
+        self.config = config
+        self.out = out
+        self.dist, self.device = setup_distributed()
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.run.threads)
+        seed = config.run.seed
+        random.seed(seed + self.dist.rank)
+        np.random.seed(seed + self.dist.rank)
+        torch.manual_seed(seed + self.dist.rank)
+        self.mask_generator = torch.Generator().manual_seed(seed + 1000 + self.dist.rank)
+        shard_set = discover(builds, config.data.splits)
+        self.languages = sorted(shard_set.shards)
+        if sim is not None:
+            with open(os.path.join(sim, "languages.json"), encoding="utf-8") as handle:
+                known = json.load(handle)
+            missing = sorted(set(self.languages) - set(known))
+            if missing:
+                raise ConfigError(
+                    f"--sim {sim} lacks languages {missing}: rerun voxshard similarity"
+                )
+        self.language_index = {lang: i for i, lang in enumerate(self.languages)}
+        encoder = LanguageEncoder(config.masr.feature_set)
+        self.language_vectors = torch.from_numpy(encoder.vectors(self.languages)).float()
+        self.sampler = BatchSampler(shard_set, config.data, seed, self.dist.rank, self.dist.world)
+        self.logmel = LogMel(n_mels=config.model.n_mels).to(self.device)
+        self.quantizer = RandomProjectionQuantizer(
+            STACK * config.model.n_mels,
+            config.bestrq.codebook_dim,
+            config.bestrq.codebook_size,
+            config.bestrq.num_codebooks,
+            seed=seed,
+        ).to(self.device)
+        self.model = SpeechModel(config, encoder.dim).to(self.device)
+        self.ddp: nn.Module = self.model
+        if self.dist.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+        if config.run.compile:
+            self.ddp = torch.compile(self.ddp)  # type: ignore[assignment]
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=optim.lr,
+            betas=optim.betas,
+            weight_decay=optim.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, optim.warmup_steps, optim.max_steps)
+        )
+        self.step = 0
+        self.data_state: dict[str, Any] | None = None
+        self.autocast = self.device.type == "cuda" and config.run.bf16
+
+    # ------------------------------------------------------------------ one step
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        config = self.config
+        audio = batch.audio.to(self.device, non_blocking=True)
+        lengths = batch.lengths.to(self.device)
+        features = self.logmel(audio)
+        frames = self.logmel.frames(lengths).clamp(max=features.shape[1])
+        time_steps = features.shape[1]
+        valid = torch.arange(time_steps, device=self.device)[None, :] < frames[:, None]
+        span = max(1, round(config.bestrq.mask_span_ms / 1000.0 / HOP_S))
+        masked = span_mask(
+            frames.cpu(), time_steps, config.bestrq.mask_prob, span, self.mask_generator
+        )
+        noise = torch.randn(features.shape, generator=self.mask_generator) * 0.1
+        masked = masked.to(self.device)
+        inputs = torch.where(masked[..., None], noise.to(self.device), features)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            hidden, enc_mask, logits = self.ddp(inputs, frames)
+        frames_out = hidden.shape[1]
+        targets = self.quantizer(stack_and_normalize(features, valid, frames_out))
+        target_mask = label_mask(masked, frames_out) & enc_mask
+        codebooks = config.bestrq.num_codebooks
+        logits = logits.float().view(logits.shape[0], frames_out, codebooks, -1)
+        ssl = nn.functional.cross_entropy(
+            logits[target_mask].reshape(-1, logits.shape[-1]), targets[target_mask].reshape(-1)
+        )
+        result = {"ssl": ssl}
+        pooled = mean_pool(hidden.float(), enc_mask)
+        margin = config.masr.margin
+        if "language" in self.model.heads:
+            ids = torch.tensor(
+                [self.language_index[lang] for lang in batch.languages], device=self.device
+            )
+            points = self.model.heads["language"](
+                pooled, self.language_vectors.to(self.device)[ids]
+            )
+            result["language"] = batch_hard_triplet(points, ids, margin)
+        if "geo" in self.model.heads:
+            lat_lon = batch.lat_lon.copy()
+            for row, lang in enumerate(batch.languages):  # utterances without geo: the language's
+                if np.isnan(lat_lon[row]).any():
+                    place = language_coordinates(lang)
+                    lat_lon[row] = place if place is not None else (0.0, 0.0)
+            unit = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
+            points = self.model.heads["geo"](pooled, unit)
+            result["geo"] = batch_hard_triplet(points, geo_labels(lat_lon).to(self.device), margin)
+        total = ssl
+        if "language" in result:
+            total = total + config.masr.language_weight * result["language"]
+        if "geo" in result:
+            total = total + config.masr.geo_weight * result["geo"]
+        result["total"] = total
+        result["masked_fraction"] = target_mask.float().sum() / enc_mask.float().sum()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoints(self) -> str:
+        return os.path.join(self.out, "checkpoints")
+
+    def save(self) -> None:
+        folder = os.path.join(self.checkpoints, f"step_{self.step:08d}")
+        temp = f"{folder}.tmp"
+        if self.dist.main:
+            shutil.rmtree(temp, ignore_errors=True)
+            os.makedirs(temp)
+        self._barrier()
+        torch.save(
+            {"rng": rng_state(self.mask_generator), "data": self.data_state},
+            os.path.join(temp, f"rank{self.dist.rank}.pt"),
+        )
+        if self.dist.main:
+            torch.save(
+                {
+                    "step": self.step,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "world": self.dist.world,
+                    "config": json.dumps(self.config.to_dict()),
+                },
+                os.path.join(temp, "model.pt"),
+            )
+        self._barrier()
+        if self.dist.main:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(temp, folder)
+            pointer = os.path.join(self.checkpoints, "latest.json")
+            with open(f"{pointer}.tmp", "w", encoding="utf-8") as handle:
+                json.dump({"step": self.step, "path": os.path.basename(folder)}, handle)
+            os.replace(f"{pointer}.tmp", pointer)
+        self._barrier()
+
+    def resume(self) -> bool:
+        pointer = os.path.join(self.checkpoints, "latest.json")
+        if not os.path.isfile(pointer):
+            return False
+        with open(pointer, encoding="utf-8") as handle:
+            folder = os.path.join(self.checkpoints, json.load(handle)["path"])
+        state = torch.load(
+            os.path.join(folder, "model.pt"), map_location=self.device, weights_only=True
+        )
+        if state["world"] != self.dist.world:
+            raise ConfigError(
+                f"checkpoint was written by {state['world']} ranks; run with the same world size"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        mine = torch.load(os.path.join(folder, f"rank{self.dist.rank}.pt"), weights_only=True)
+        restore_rng(mine["rng"], self.mask_generator)
+        self.data_state = mine["data"]
+        if self.data_state is not None:
+            self.sampler.restore(self.data_state)
+        LOG.info("resumed from %s (step %d)", folder, self.step)
+        return True
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            torch.distributed.barrier()
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        config = self.config
+        self.resume()
+        if self.dist.main:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, "config.json"), "w", encoding="utf-8") as handle:
+                json.dump(config.to_dict(), handle, indent=2)
+        prefetcher = Prefetcher(self.sampler, config.data.prefetch_batches)
+        metrics_path = os.path.join(self.out, "metrics.jsonl")
+        last: dict[str, Any] = {}
+        progress = _progress(self.dist.main, config.optim.max_steps, self.step)
+        try:
+            self.model.train()
+            while self.step < config.optim.max_steps:
+                started = time.perf_counter()
+                wait = 0.0
+                seconds = 0.0
+                totals: dict[str, float] = {}
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in range(config.optim.grad_accumulation):
+                    waited = time.perf_counter()
+                    batch = prefetcher.next()
+                    wait += time.perf_counter() - waited
+                    seconds += batch.seconds
+                    last_micro = micro == config.optim.grad_accumulation - 1
+                    skip_sync = self.dist.world > 1 and not last_micro
+                    context = cast(Any, self.ddp).no_sync() if skip_sync else nullcontext()
+                    with context:
+                        losses = self.losses(batch)
+                        scaled = losses["total"] / config.optim.grad_accumulation
+                        scaled.backward()  # type: ignore[no-untyped-call]
+                    for name, value in losses.items():
+                        totals[name] = (
+                            totals.get(name, 0.0)
+                            + float(value.detach()) / config.optim.grad_accumulation
+                        )
+                    self.data_state = batch.state
+                grad_norm = float(
+                    nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip_norm)
+                )
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                elapsed = time.perf_counter() - started
+                last = {
+                    "step": self.step,
+                    "loss": round(totals["total"], 6),
+                    **{
+                        f"loss_{k}": round(v, 6)
+                        for k, v in totals.items()
+                        if k not in ("total", "masked_fraction")
+                    },
+                    "masked_fraction": round(totals["masked_fraction"], 4),
+                    "grad_norm": round(grad_norm, 4),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "audio_seconds": round(seconds, 3),
+                    "audio_s_per_s": round(seconds * self.dist.world / elapsed, 2),
+                    "data_wait_fraction": round(wait / elapsed, 4),
+                    "corrupt_samples": int(batch.state["corrupt"]),
+                    "memory_mb": _memory_mb(self.device),
+                }
+                if self.dist.main and self.step % config.run.log_every == 0:
+                    with open(metrics_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(last) + "\n")
+                progress(self.step, last["loss"])
+                pause = 0 < config.run.stop_at_step <= self.step
+                if (
+                    self.step % config.run.checkpoint_every == 0
+                    or self.step == config.optim.max_steps
+                    or pause
+                ):
+                    self.save()
+                if pause:
+                    break
+        finally:
+            prefetcher.close()
+        return last
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _progress(enabled: bool, total: int, start: int) -> Any:
+    """A one-line progress display on stderr (rank 0)."""
+    import sys
+
+    began = time.perf_counter()
+
+    def show(step: int, loss: float) -> None:
+        if not enabled:
+            return
+        rate = (step - start) / max(1e-9, time.perf_counter() - began)
+        remaining = (total - step) / rate if rate > 0 else float("inf")
+        sys.stderr.write(
+            f"\rstep {step}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  eta {remaining:.0f} s "
+        )
+        if step >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def train(builds: list[str], sim: str | None, out: str, config: TrainConfig) -> dict[str, Any]:
+    trainer = Trainer(builds, sim, out, config)
+    try:
+        return trainer.train()
+    finally:
+        if trainer.dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,150 @@
+"""Conformer encoder with 4x convolutional subsampling (Gulati et al. 2020), BEST-RQ heads.
+
+Padding-aware: a boolean mask (True = real frame) follows the sequence through
+subsampling; attention ignores padded keys and the convolution module zeroes them.
+Positions are sinusoidal and added after subsampling (not Transformer-XL relative
+attention, to keep the block small and compile-friendly).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from training.config import PRESETS
+
+
+class ConvSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions over (time, mel): 4x fewer frames."""
+
+    def __init__(self, n_mels: int, d_model: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, d_model, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, stride=2),
+            nn.ReLU(),
+        )
+        frequencies = ((n_mels - 1) // 2 - 1) // 2
+        self.out = nn.Linear(d_model * frequencies, d_model)
+
+    @staticmethod
+    def lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return ((lengths - 1) // 2 - 1) // 2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, T', D)
+        x = self.conv(features.unsqueeze(1))
+        batch, channels, time, frequency = x.shape
+        out: torch.Tensor = self.out(x.transpose(1, 2).reshape(batch, time, channels * frequency))
+        return out
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, ff),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+class ConvModule(nn.Module):
+    def __init__(self, d_model: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, 1)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.depth_norm = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Conv1d(d_model, d_model, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x).masked_fill(~mask[..., None], 0.0).transpose(1, 2)
+        y = nn.functional.glu(self.pointwise_in(y), dim=1)
+        y = self.depthwise(y).transpose(1, 2)
+        y = nn.functional.silu(self.depth_norm(y)).transpose(1, 2)
+        out: torch.Tensor = self.dropout(self.pointwise_out(y).transpose(1, 2))
+        return out
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, d_model: int, heads: int, ff: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.ff1 = FeedForward(d_model, ff, dropout)
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.attention = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.attention_dropout = nn.Dropout(dropout)
+        self.conv = ConvModule(d_model, kernel, dropout)
+        self.ff2 = FeedForward(d_model, ff, dropout)
+        self.out_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + 0.5 * self.ff1(x)
+        y = self.attention_norm(x)
+        y, _ = self.attention(y, y, y, key_padding_mask=~mask, need_weights=False)
+        x = x + self.attention_dropout(y)
+        x = x + self.conv(x, mask)
+        x = x + 0.5 * self.ff2(x)
+        out: torch.Tensor = self.out_norm(x)
+        return out
+
+
+def sinusoidal(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    scale = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(position * scale)
+    table[:, 1::2] = torch.cos(position * scale[: dim // 2])
+    return table
+
+
+class ConformerEncoder(nn.Module):
+    def __init__(
+        self,
+        n_mels: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ff: int,
+        conv_kernel: int,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.subsampling = ConvSubsampling(n_mels, d_model)
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            ConformerBlock(d_model, heads, ff, conv_kernel, dropout) for _ in range(layers)
+        )
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, n_mels) log-mel and frame lengths -> (B, T/4, D) and the frame mask."""
+        x = self.subsampling(features)
+        out_lengths = ConvSubsampling.lengths(lengths).clamp(min=1, max=x.shape[1])
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < out_lengths[:, None]
+        x = self.input_dropout(x + sinusoidal(x.shape[1], self.d_model, x.device)[None])
+        for block in self.blocks:
+            x = block(x, mask)
+        return x, mask
+
+
+def build_encoder(preset: str, n_mels: int = 80, dropout: float = 0.1) -> ConformerEncoder:
+    return ConformerEncoder(n_mels=n_mels, dropout=dropout, **PRESETS[preset])
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,160 @@
+"""``voxshard probe RUN BUILD``: a linear language-ID probe on frozen, mean-pooled encoder
+embeddings. Fits on the build's train split and scores on dev/test (or, without those, on a
+held-out 30 % chosen by a stable hash of the key). Writes RUN/probe/report.json and
+RUN/probe/confusion.png."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from schemas import ConfigError
+from training.config import TrainConfig, apply
+from training.data import every_shard
+from training.features import LogMel
+from training.masr import mean_pool
+from training.model import build_encoder
+
+
+def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:
+    pointer = os.path.join(run, "checkpoints", "latest.json")
+    if not os.path.isfile(pointer):
+        raise ConfigError(f"{run!r} holds no checkpoint: train first")
+    with open(pointer, encoding="utf-8") as handle:
+        folder = os.path.join(run, "checkpoints", json.load(handle)["path"])
+    state = torch.load(os.path.join(folder, "model.pt"), map_location="cpu", weights_only=True)
+    config = TrainConfig()
+    problems: list[str] = []
+    apply(config, json.loads(state["config"]), problems)
+    encoder = build_encoder(config.model.preset, config.model.n_mels, 0.0)
+    prefix = "encoder."
+    encoder.load_state_dict(
+        {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    )
+    return encoder.eval(), config
+
+
+def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.ndarray]]:
+    """(key, language, split, audio) for up to ``per_language`` utterances per language/split."""
+    import soundfile as sf
+    import webdataset as wds
+
+    rows = []
+    counts: dict[tuple[str, str], int] = {}
+    with open(os.path.join(build, "shards.jsonl"), encoding="utf-8") as handle:
+        shards = [json.loads(line) for line in handle]
+    for shard in shards:
+        group = (shard["lang"], shard["split"])
+        for sample in wds.WebDataset(
+            os.path.join(build, shard["path"]),
+            shardshuffle=False,
+            empty_check=False,
+            nodesplitter=every_shard,
+            workersplitter=every_shard,
+        ):
+            if counts.get(group, 0) >= per_language:
+                break
+            audio, _rate = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
+            record = json.loads(sample["json"])
+            rows.append((record["key"], record["language"], record["split"], audio))
+            counts[group] = counts.get(group, 0) + 1
+    return rows
+
+
+@torch.no_grad()
+def embed(
+    encoder: torch.nn.Module, audio: list[np.ndarray], n_mels: int, max_seconds: float = 20.0
+) -> np.ndarray:
+    logmel = LogMel(n_mels=n_mels)
+    out = []
+    for clip in audio:
+        clip = clip[: int(max_seconds * 16000)]
+        features = logmel(torch.from_numpy(clip)[None])
+        frames = logmel.frames(torch.tensor([len(clip)]))
+        hidden, mask = encoder(features, frames)
+        out.append(mean_pool(hidden, mask)[0].numpy())
+    return np.stack(out)
+
+
+def held_out(key: str) -> bool:
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10 < 3
+
+
+def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.preprocessing import StandardScaler
+
+    torch.set_num_threads(1)
+    encoder, config = load_encoder(run)
+    rows = read_build(build, per_language)
+    if len({language for _, language, _, _ in rows}) < 2:
+        raise ConfigError(f"{build!r}: a language-ID probe needs at least two languages")
+    has_eval = any(split in ("dev", "test") for _, _, split, _ in rows)
+    evaluate = [
+        (split in ("dev", "test")) if has_eval else held_out(key) for key, _, split, _ in rows
+    ]
+    embeddings = embed(encoder, [audio for *_, audio in rows], config.model.n_mels)
+    labels = np.array([language for _, language, _, _ in rows])
+    train_mask = ~np.array(evaluate)
+    scaler = StandardScaler().fit(embeddings[train_mask])
+    classifier = LogisticRegression(max_iter=2000).fit(
+        scaler.transform(embeddings[train_mask]), labels[train_mask]
+    )
+    predicted = classifier.predict(scaler.transform(embeddings[~train_mask]))
+    truth = labels[~train_mask]
+    languages = sorted(set(labels))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=languages, zero_division=0
+    )
+    matrix = confusion_matrix(truth, predicted, labels=languages)
+    report = {
+        "train_utterances": int(train_mask.sum()),
+        "eval_utterances": int((~train_mask).sum()),
+        "evaluated_on": "dev/test" if has_eval else "30% held out by key hash",
+        "accuracy": float((predicted == truth).mean()),
+        "macro_f1": float(
+            f1_score(truth, predicted, labels=languages, average="macro", zero_division=0)
+        ),
+        "per_language": {
+            lang: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for lang, p, r, f, s in zip(languages, precision, recall, f1, support, strict=True)
+        },
+        "languages": languages,
+        "confusion": matrix.tolist(),
+    }
+    folder = os.path.join(run, "probe")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    _plot_confusion(matrix, languages, report["accuracy"], os.path.join(folder, "confusion.png"))
+    return report
+
+
+def _plot_confusion(matrix: np.ndarray, languages: list[str], accuracy: float, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.5 * len(languages) + 2.5)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(languages)), languages, rotation=90)
+    axes.set_yticks(range(len(languages)), languages)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for i in range(len(languages)):
+        for j in range(len(languages)):
+            axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8)
+    axes.set_title(f"language-ID probe: accuracy {accuracy:.3f}")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
