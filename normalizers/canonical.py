@@ -23,9 +23,20 @@ TATWEEL = "\u0640"
 BRAHMIC = frozenset(
     {"Deva", "Beng", "Guru", "Gujr", "Orya", "Taml", "Telu", "Knda", "Mlym", "Sinh"}
 )
-# soft hyphen, ALM, LRM, RLM, BOM, LRE..RLO, LRI..PDI
+# soft hyphen, ALM, LRM, RLM, BOM, LRE..RLO, LRI..PDI, and C0/C1 controls that are not
+# whitespace (tab, newlines, NEL and friends are whitespace: they collapse to a space)
+_CONTROLS = [c for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if not chr(c).isspace()]
 _REMOVE = dict.fromkeys(
-    [0x00AD, 0x061C, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    [
+        0x00AD,
+        0x061C,
+        0x200E,
+        0x200F,
+        0xFEFF,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        *_CONTROLS,
+    ]
 )
 _FOLD_RANGES = ((0xFB50, 0xFDFF), (0xFE70, 0xFEFE), (0xFF01, 0xFFEF))
 _FOLD = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _FOLD_RANGES) + "]+")

@@ -11,20 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from conftest import write_tsv  # noqa: E402
-from pipelines.build import BuildConfig, run_build  # noqa: E402
-from pipelines.demo import speech_like  # noqa: E402
-from schemas import ConfigError  # noqa: E402
-from training.bestrq import RandomProjectionQuantizer, span_mask  # noqa: E402
-from training.config import load_config  # noqa: E402
-from training.data import BatchSampler, discover  # noqa: E402
-from training.features import LogMel  # noqa: E402
-from training.loop import Trainer  # noqa: E402
-from training.masr import batch_hard_triplet, cosine_distance_matrix  # noqa: E402
-from training.model import build_encoder, count_parameters  # noqa: E402
+from conftest import write_tsv
+from pipelines.build import BuildConfig, run_build
+from pipelines.demo import speech_like
+from schemas import ConfigError
+from training.bestrq import RandomProjectionQuantizer, span_mask
+from training.config import load_config
+from training.data import BatchSampler, discover
+from training.features import LogMel
+from training.loop import Trainer
+from training.masr import batch_hard_triplet, cosine_distance_matrix
+from training.model import build_encoder, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
