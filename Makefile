@@ -12,8 +12,8 @@ TORCH ?= torch==2.13.0
 
 setup: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; the project itself is installed editable.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or this file changes; the project is installed editable.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install $(PIP_FLAGS) $(TORCH)
