@@ -17,11 +17,14 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import bench_ingest
 import bench_normalizers
 import bench_similarity
 
 # name -> (run, repeats): medians need 3 runs; the 50k-speaker memory run writes 9.3 GiB once
 GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
+    "ingest": (bench_ingest.run, 3),
+    "memory": (bench_ingest.run_memory, 1),
     "normalizers": (bench_normalizers.run, 3),
     "similarity": (bench_similarity.run, 3),
     "similarity-memory": (bench_similarity.run_memory, 1),
@@ -42,13 +45,21 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.time()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    only = set(sys.argv[1:])  # e.g. `python benchmarks/run.py normalizers similarity`
     for group, (run, repeats) in GROUPS.items():
+        if only and group not in only:
+            continue
+        print(f"running {group} ({repeats}x) ...", file=sys.stderr, flush=True)
         for _ in range(repeats):
             for row in run():
                 rows.setdefault((group, row["name"]), []).append(row)
     results = []
     for runs in rows.values():
-        value = statistics.median(r["value"] for r in runs)
+        finite = [r["value"] for r in runs if r["value"] == r["value"]]
+        value = statistics.median(finite) if finite else float("nan")
         first = runs[0]
         met = None
         if first["goal"] is not None:

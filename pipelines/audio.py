@@ -166,7 +166,7 @@ class SpanReader:
         """Mono float32 frames [start_frame, stop_frame); counts what is actually decoded
         (the header's frame count can be wrong for MP3)."""
         if self.whole is not None:
-            return self.whole[start_frame:stop_frame].copy()
+            return self.whole[start_frame:stop_frame]  # a view: finish() copies as it resamples
         if 0 < self.known_frames <= start_frame:
             return np.zeros(0, dtype=np.float32)
         self._move_to(start_frame)
@@ -202,7 +202,7 @@ def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, i
             detail = f"{spans[0][0]} s"
             raise AudioError("decode", "segment starts after the end of the audio", detail)
         raise AudioError("decode", "no audio samples decoded")
-    return np.concatenate(pieces), rate
+    return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), rate
 
 
 def decode(
@@ -227,7 +227,7 @@ def resample(samples: FloatArray, rate_in: int, rate_out: int, quality: str = "H
 
 def to_int16(samples: FloatArray) -> tuple[npt.NDArray[np.int16], int]:
     """Scale by 32768, round, clip to int16. Returns (pcm, number of clipped samples)."""
-    scaled = np.rint(samples.astype(np.float64) * 32768.0)
+    scaled = np.rint(samples * np.float32(32768.0))  # exact in float32 for |x| <= 1
     clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
     return np.clip(scaled, -32768, 32767).astype(np.int16), clipped
 

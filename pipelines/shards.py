@@ -9,7 +9,6 @@ never leaves a partial file under a final name.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import tarfile
@@ -135,41 +134,41 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class _HashingWriter(io.RawIOBase):
-    def __init__(self, target: io.BufferedWriter) -> None:
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.digest.update(data)
-        self.count += len(data)
-        return self.target.write(data)
-
-
 def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
-    """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256)."""
+    """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256).
+
+    Members are written as tarfile's GNU format would (header blocks, data, zero padding to
+    512, two end blocks, padding to the 10240-byte record), one write each.
+    """
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
+    digest = hashlib.sha256()
+    count = 0
     try:
-        with open(temp, "wb") as raw:
-            hashing = _HashingWriter(raw)
-            with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                for sample in samples:
-                    for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
-                        info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
-                        tar.addfile(info, io.BytesIO(payload))
-                    crash_point("tar-partial")
-            raw.flush()
-            os.fsync(raw.fileno())
+        with open(temp, "wb") as handle:
+
+            def emit(chunk: bytes) -> None:
+                nonlocal count
+                digest.update(chunk)
+                handle.write(chunk)
+                count += len(chunk)
+
+            for sample in samples:
+                for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
+                    info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
+                    emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+                    emit(payload)
+                    emit(bytes(-len(payload) % TAR_BLOCK))
+                crash_point("tar-partial")
+            end = 2 * TAR_BLOCK
+            emit(bytes(end + (-(count + end) % TAR_RECORD)))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, path)
         crash_point("shard-written")
     except BaseException:
         if os.path.exists(temp):
             os.remove(temp)
         raise
-    return hashing.count, hashing.digest.hexdigest()
+    return count, digest.hexdigest()

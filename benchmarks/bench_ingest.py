@@ -1,0 +1,381 @@
+"""Ingest, reading and memory, per audio hour, side by side in one run.
+
+- voxshard build (FnApiRunner in-process, 1 worker) vs a plain Python loop doing the same work
+  (soundfile decode, soxr HQ, FLAC encode, webdataset ShardWriter), on ~2 h and ~15 min;
+- vs the physical limit: decode + resample + encode alone in a tight loop;
+- --workers 2 vs 1 (wall clock, with the load average recorded);
+- vs lhotse Shar export of the same corpus (lhotse in its own venv under .cache);
+- reading: the training loader's stream vs decode-only of the same bytes vs raw tar iteration;
+- memory: peak RSS of a build of 1k vs 10k short utterances.
+CPU seconds include child processes (workers).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from corpus import CACHE, corpus  # noqa: E402
+
+
+def cpu_now() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(function: Callable[[], Any]) -> tuple[float, float]:
+    """(CPU seconds incl. children, wall seconds)."""
+    cpu, wall = cpu_now(), time.perf_counter()
+    function()
+    return cpu_now() - cpu, time.perf_counter() - wall
+
+
+def clips(root: str) -> list[tuple[str, str, str]]:
+    """(locale, clip path, sentence) from the corpus's train.tsv files, in a fixed order."""
+    items = []
+    for tsv in sorted(glob.glob(os.path.join(root, "*", "train.tsv"))):
+        locale = os.path.basename(os.path.dirname(tsv))
+        with open(tsv, encoding="utf-8") as handle:
+            next(handle)
+            for line in handle:
+                fields = line.rstrip("\n").split("\t")
+                items.append(
+                    (locale, os.path.join(os.path.dirname(tsv), "clips", fields[1]), fields[2])
+                )
+    return items
+
+
+def _process(path: str) -> bytes:
+    import soundfile as sf
+    import soxr
+
+    audio, rate = sf.read(path, dtype="float32")
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    if rate != 16000:
+        audio = soxr.resample(audio, rate, 16000, quality="HQ")
+    pcm = np.clip(np.rint(audio.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, 16000, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def limit(root: str) -> None:
+    for _locale, path, _text in clips(root):
+        _process(path)
+
+
+def plain_loop(root: str, out: str) -> None:
+    import webdataset as wds
+
+    os.makedirs(out, exist_ok=True)
+    with wds.ShardWriter(os.path.join(out, "plain-%06d.tar"), maxsize=256e6, verbose=0) as sink:
+        for locale, path, text in clips(root):
+            key = os.path.splitext(os.path.basename(path))[0]
+            record = {"key": key, "language": locale, "transcript": text}
+            sink.write(
+                {"__key__": key, "flac": _process(path), "json": json.dumps(record).encode()}
+            )
+
+
+def voxshard(root: str, out: str, workers: int) -> None:
+    from pipelines.build import BuildConfig, run_build
+
+    run_build(
+        BuildConfig("commonvoice", root, out, splits=("train",), workers=workers), overwrite=True
+    )
+
+
+LHOTSE_SCRIPT = """
+import sys, glob, os
+from lhotse import CutSet, Recording, RecordingSet
+root, out = sys.argv[1], sys.argv[2]
+paths = sorted(glob.glob(os.path.join(root, "*", "clips", "*")))
+recordings = RecordingSet.from_recordings(Recording.from_file(p) for p in paths)
+cuts = CutSet.from_manifests(recordings=recordings).resample(16000)
+cuts.to_shar(out, fields={"recording": "flac"}, shard_size=1000)
+"""
+
+
+def lhotse_python() -> str | None:
+    """A venv with lhotse (and the CPU torch build), made once under .cache."""
+    venv = os.path.join(CACHE, "lhotse-venv")
+    python = os.path.join(venv, "bin", "python")
+    if os.path.exists(os.path.join(venv, "READY")):
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run(
+            [python, "-m", "pip", "install", "-q", "torch==2.13.0", "lhotse", "soundfile"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        print(f"lhotse unavailable: {error}", file=sys.stderr)
+        return None
+    open(os.path.join(venv, "READY"), "w").close()
+    return python
+
+
+def reading(build: str) -> dict[str, float]:
+    """Audio seconds per CPU second: raw tar iteration, decode-only, the training stream."""
+    import soundfile as sf
+
+    from training.data import CorruptCounter, LanguageStream, discover
+
+    shard_set = discover([build], ("train",))
+    paths = [p for lang in sorted(shard_set.shards) for p in shard_set.shards[lang]]
+    audio_s = sum(shard_set.hours.values()) * 3600
+    payloads: list[bytes] = []
+
+    def raw() -> None:
+        for path in paths:
+            with tarfile.open(path, "r|") as tar:
+                for member in tar:
+                    data = tar.extractfile(member)
+                    if data is not None and member.name.endswith(".flac"):
+                        payloads.append(data.read())
+
+    def decode_only() -> None:
+        for payload in payloads:
+            sf.read(io.BytesIO(payload), dtype="float32")
+
+    def stream() -> None:
+        counter = CorruptCounter()
+        for lang, shards in shard_set.shards.items():
+            s = LanguageStream(lang, shards, 0, 1, 0, counter)
+            while s.epoch == 0:
+                s.next()
+
+    raw_cpu, _ = measure(raw)
+    decode_cpu, _ = measure(decode_only)
+    stream_cpu, _ = measure(stream)
+    return {
+        "raw": audio_s / raw_cpu,
+        "decode": audio_s / decode_cpu,
+        "stream": audio_s / stream_cpu,
+    }
+
+
+MEMORY_CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from pipelines.build import BuildConfig, run_build
+run_build(BuildConfig("manifest", {manifest!r}, {out!r}), overwrite=True)
+status = open("/proc/self/status").read()
+print([l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")][0])
+"""
+
+
+def memory_corpus(count: int) -> str:
+    import soundfile as sf
+
+    folder = os.path.join(CACHE, f"short-{count}")
+    manifest = os.path.join(folder, "manifest.tsv")
+    if os.path.exists(manifest):
+        return manifest
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(count)
+    lines = ["path\tlanguage\tspeaker"]
+    for index in range(count):
+        name = f"u{index:06d}.flac"
+        t = np.arange(8000) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 400) * t) + 0.01 * rng.standard_normal(
+            8000
+        )
+        sf.write(os.path.join(folder, name), audio.astype(np.float32), 16000)
+        lines.append(f"{name}\ten\ts{index % 50}")
+    with open(manifest + ".tmp", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(manifest + ".tmp", manifest)
+    return manifest
+
+
+def peak_rss_mib(manifest: str) -> float:
+    with tempfile.TemporaryDirectory(prefix="voxshard-mem-") as out:
+        code = MEMORY_CHILD.format(root=ROOT, manifest=manifest, out=os.path.join(out, "b"))
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def row(
+    name: str, value: float, unit: str, goal: str | None = None, met: bool | None = None
+) -> dict[str, Any]:
+    return {
+        "group": "ingest",
+        "name": name,
+        "value": round(value, 3),
+        "unit": unit,
+        "goal": goal,
+        "met": met,
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    rows = []
+    big, big_flac, info = corpus("two-hours", 2.0)
+    small, _small_flac, small_info = corpus("quarter", 0.25)
+    rows.append(
+        row(f"corpus: {info['engine']} speech, 6 languages, 48 kHz MP3", info["hours"], "h")
+    )
+    with tempfile.TemporaryDirectory(prefix="voxshard-bench-") as scratch:
+        for label, root, hours in (
+            ("2 h MP3", big, info["hours"]),
+            ("15 min MP3", small, small_info["hours"]),
+            ("2 h FLAC 16k", big_flac, info["hours"]),
+        ):
+            v_cpu, v_wall = measure(lambda r=root: voxshard(r, os.path.join(scratch, "v"), 1))
+            p_cpu, _ = measure(lambda r=root: plain_loop(r, os.path.join(scratch, "p")))
+            rows.append(
+                row(f"{label}: voxshard build, CPU-s per audio hour", v_cpu / hours, "CPU-s/h")
+            )
+            rows.append(row(f"{label}: plain loop, CPU-s per audio hour", p_cpu / hours, "CPU-s/h"))
+            rows.append(
+                row(
+                    f"{label}: voxshard throughput / plain loop",
+                    p_cpu / v_cpu,
+                    "x",
+                    ">= 0.9x" if label == "2 h MP3" else None,
+                    p_cpu / v_cpu >= 0.9 if label == "2 h MP3" else None,
+                )
+            )
+            if label != "15 min MP3":
+                l_cpu, _ = measure(lambda r=root: limit(r))
+                rows.append(
+                    row(
+                        f"{label}: decode+resample+encode limit, CPU-s per audio hour",
+                        l_cpu / hours,
+                        "CPU-s/h",
+                    )
+                )
+                rows.append(
+                    row(
+                        f"{label}: voxshard throughput / limit",
+                        l_cpu / v_cpu,
+                        "x",
+                        ">= 0.8x",
+                        l_cpu / v_cpu >= 0.8,
+                    )
+                )
+            if label == "2 h MP3":
+                load = os.getloadavg()[0]
+                _, w2 = measure(lambda r=root: voxshard(r, os.path.join(scratch, "w2"), 2))
+                rows.append(
+                    row(
+                        f"--workers 2 vs 1, wall clock (load before: {load:.2f})",
+                        v_wall / w2,
+                        "x",
+                        ">= 1.8x when idle",
+                        v_wall / w2 >= 1.8,
+                    )
+                )
+                speeds = reading(os.path.join(scratch, "v"))
+                rows.append(row("reading: raw tar iteration", speeds["raw"], "audio-s/CPU-s"))
+                rows.append(row("reading: FLAC decode only", speeds["decode"], "audio-s/CPU-s"))
+                rows.append(
+                    row(
+                        "reading: training stream (webdataset + decode)",
+                        speeds["stream"],
+                        "audio-s/CPU-s",
+                    )
+                )
+                rows.append(
+                    row(
+                        "reading: training stream / decode only",
+                        speeds["stream"] / speeds["decode"],
+                        "x",
+                        ">= 0.9x",
+                        speeds["stream"] / speeds["decode"] >= 0.9,
+                    )
+                )
+                python = lhotse_python()
+                if python is None:
+                    rows.append(
+                        row(
+                            "lhotse Shar export: not measured (lhotse did not install)",
+                            float("nan"),
+                            "",
+                        )
+                    )
+                else:
+                    command = [python, "-c", LHOTSE_SCRIPT, root, os.path.join(scratch, "shar")]
+                    l_cpu, _ = measure(
+                        lambda c=command: subprocess.run(c, check=True, capture_output=True)
+                    )
+                    shutil.rmtree(os.path.join(scratch, "shar"), ignore_errors=True)
+                    rows.append(
+                        row(
+                            f"{label}: lhotse Shar export, CPU-s per audio hour",
+                            l_cpu / hours,
+                            "CPU-s/h",
+                        )
+                    )
+                    rows.append(
+                        row(
+                            f"{label}: voxshard throughput / lhotse",
+                            l_cpu / v_cpu,
+                            "x",
+                            "> 1.0x",
+                            l_cpu / v_cpu > 1.0,
+                        )
+                    )
+            for name in ("v", "p", "w2"):
+                shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
+    return rows
+
+
+def run_memory() -> list[dict[str, Any]]:
+    small, large = peak_rss_mib(memory_corpus(1000)), peak_rss_mib(memory_corpus(10_000))
+    return [
+        {
+            "group": "memory",
+            "name": "build peak RSS, 1k short utterances",
+            "value": round(small),
+            "unit": "MiB",
+            "goal": None,
+            "met": None,
+        },
+        {
+            "group": "memory",
+            "name": "build peak RSS, 10k short utterances",
+            "value": round(large),
+            "unit": "MiB",
+            "goal": None,
+            "met": None,
+        },
+        {
+            "group": "memory",
+            "name": "peak RSS 10k / 1k",
+            "value": round(large / small, 3),
+            "unit": "x",
+            "goal": "close to 1 (<= 1.3x)",
+            "met": large / small <= 1.3,
+        },
+    ]
+
+
+if __name__ == "__main__":
+    for item in run() + run_memory():
+        print(item)
