@@ -108,11 +108,16 @@ LHOTSE_SCRIPT = """
 import sys, glob, os
 from lhotse import CutSet, Recording, RecordingSet
 root, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
 paths = sorted(glob.glob(os.path.join(root, "*", "clips", "*")))
 recordings = RecordingSet.from_recordings(Recording.from_file(p) for p in paths)
 cuts = CutSet.from_manifests(recordings=recordings).resample(16000)
 cuts.to_shar(out, fields={"recording": "flac"}, shard_size=1000)
 """
+
+
+# lhotse needs urllib3 at import, and scipy to resample when torchaudio is absent (here)
+LHOTSE_PACKAGES = ["torch==2.13.0", "lhotse", "soundfile", "urllib3", "scipy"]
 
 
 def lhotse_python() -> str | None:
@@ -125,7 +130,7 @@ def lhotse_python() -> str | None:
     try:
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         subprocess.run(
-            [python, "-m", "pip", "install", "-q", "torch==2.13.0", "lhotse", "soundfile"],
+            [python, "-m", "pip", "install", "-q", *LHOTSE_PACKAGES],
             check=True,
             capture_output=True,
             timeout=900,
