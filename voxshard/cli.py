@@ -192,6 +192,26 @@ def inspect(out: Annotated[str, typer.Argument(help="a build's output folder")])
 
 
 @app.command()
+def verify(
+    out: Annotated[str, typer.Argument(help="a build's output folder")],
+    decode: Annotated[bool, typer.Option(help="decode every FLAC (slower)")] = True,
+) -> None:
+    """Re-read every shard: sha256, member pairs, decoding, index rows, accounting. Exits 1
+    naming each problem."""
+    from pipelines.verify import verify as verify_build
+
+    problems, summary = verify_build(out, decode)
+    if problems:
+        for problem in problems:
+            typer.echo(f"voxshard: verify: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"ok: {summary['shards']} shard(s), {summary['samples']} samples"
+        f"{' decoded' if summary['decoded'] else ''}, {summary['rejected']} rejects accounted for"
+    )
+
+
+@app.command()
 def demo(
     out: Annotated[str, typer.Argument(help="folder for the demo corpora and builds")] = "demo-out",
     clips: Annotated[int, typer.Option(help="Common Voice clips per language")] = 20,

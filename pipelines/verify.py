@@ -1,0 +1,166 @@
+"""``voxshard verify OUT``: re-read a build and check it against its own index files.
+
+Every shard: present, the size and sha256 in shards.jsonl, a readable tar whose members pair
+up as ``<key>.flac`` + ``<key>.json`` in key order, the sample count; every sample: the FLAC
+decodes (mono, 16-bit, the JSON's rate and length), the JSON equals its utterances.parquet row;
+keys unique across the build; no stray files under shards/; and the accounting in stats.json
+matches the files. utterances.parquet is read row group by row group (one group per shard, in
+shards.jsonl order), so memory stays small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from typing import Any
+
+from pipelines.index import WORK_DIR
+from pipelines.shards import TEMP_MARKER
+
+CHUNK_BYTES = 1 << 20
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _index_rows(out: str) -> Iterator[list[dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(os.path.join(out, "utterances.parquet"))
+    for group in range(parquet.num_row_groups):
+        yield parquet.read_row_group(group).to_pylist()
+
+
+def _check_members(
+    shard: dict[str, Any], path: str, rows: dict[str, dict[str, Any]], decode: bool
+) -> tuple[list[str], list[str]]:
+    """(problems, keys) of one shard's tar."""
+    import soundfile as sf
+
+    problems: list[str] = []
+    keys: list[str] = []
+    name = shard["path"]
+    try:
+        with tarfile.open(path, "r|") as tar:
+            pending: dict[str, bytes] = {}
+            for member in tar:
+                key, _, suffix = member.name.partition(".")
+                handle = tar.extractfile(member)
+                payload = handle.read() if handle is not None else b""
+                if suffix not in ("flac", "json"):
+                    problems.append(f"{name}: unexpected member {member.name!r}")
+                    continue
+                pending[suffix] = payload
+                if suffix == "flac":
+                    continue
+                if "flac" not in pending:
+                    problems.append(f"{name}: {key}.json has no {key}.flac before it")
+                    continue
+                keys.append(key)
+                record = json.loads(pending.pop("json"))
+                flac = pending.pop("flac")
+                row = rows.get(key)
+                if row is None:
+                    problems.append(f"{name}: {key} is not in utterances.parquet")
+                elif record != {k: v for k, v in row.items() if k != "shard"}:
+                    problems.append(f"{name}: {key}.json differs from its utterances.parquet row")
+                if decode:
+                    try:
+                        info = sf.info(io.BytesIO(flac))
+                        audio, rate = sf.read(io.BytesIO(flac), dtype="int16")
+                    except (RuntimeError, sf.LibsndfileError) as error:
+                        problems.append(f"{name}: {key}.flac does not decode ({error})")
+                        continue
+                    if info.channels != 1 or info.subtype != "PCM_16":
+                        problems.append(f"{name}: {key}.flac is not mono 16-bit")
+                    if rate != record["sample_rate"] or len(audio) != record["num_samples"]:
+                        problems.append(
+                            f"{name}: {key}.flac has {len(audio)} samples at {rate} Hz, the JSON "
+                            f"says {record['num_samples']} at {record['sample_rate']}"
+                        )
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        problems.append(f"{name}: unreadable tar ({error})")
+    if keys != sorted(keys):
+        problems.append(f"{name}: members are not sorted by key")
+    return problems, keys
+
+
+def verify(out: str, decode: bool = True) -> tuple[list[str], dict[str, Any]]:
+    """(problems, summary). No problems means the build is complete and consistent."""
+    problems: list[str] = []
+    for name in ("COMPLETED", "stats.json", "shards.jsonl", "utterances.parquet", "rejects.jsonl"):
+        if not os.path.isfile(os.path.join(out, name)):
+            problems.append(f"{name} is missing")
+    if problems:
+        return problems, {}
+    with open(os.path.join(out, "shards.jsonl"), encoding="utf-8") as handle:
+        shards = [json.loads(line) for line in handle if line.strip()]
+    with open(os.path.join(out, "stats.json"), encoding="utf-8") as handle:
+        stats = json.load(handle)
+    with open(os.path.join(out, "rejects.jsonl"), "rb") as handle:
+        rejected = sum(1 for _ in handle)
+    seen: set[str] = set()
+    written = 0
+    row_groups = _index_rows(out)
+    for shard in shards:
+        path = os.path.join(out, shard["path"])
+        rows = {row["key"]: row for row in next(row_groups, [])}
+        if any(row["shard"] != shard["path"] for row in rows.values()):
+            problems.append(
+                f"{shard['path']}: utterances.parquet rows out of step with shards.jsonl"
+            )
+        if not os.path.isfile(path):
+            problems.append(f"{shard['path']}: missing")
+            continue
+        size = os.path.getsize(path)
+        if size != shard["num_bytes"]:
+            problems.append(
+                f"{shard['path']}: {size} bytes, shards.jsonl says {shard['num_bytes']}"
+            )
+        if _sha256(path) != shard["sha256"]:
+            problems.append(f"{shard['path']}: sha256 differs from shards.jsonl")
+        member_problems, keys = _check_members(shard, path, rows, decode)
+        problems.extend(member_problems)
+        if len(keys) != shard["num_samples"]:
+            problems.append(
+                f"{shard['path']}: {len(keys)} samples, shards.jsonl says {shard['num_samples']}"
+            )
+        duplicated = seen.intersection(keys)
+        if duplicated:
+            problems.append(
+                f"{shard['path']}: keys also in another shard: {sorted(duplicated)[:5]}"
+            )
+        seen.update(keys)
+        written += len(rows)
+    if next(row_groups, None) is not None:
+        problems.append("utterances.parquet has rows for shards that shards.jsonl does not list")
+    listed = {shard["path"] for shard in shards}
+    for folder, _dirs, files in os.walk(os.path.join(out, "shards")):
+        for file in files:
+            relative = os.path.relpath(os.path.join(folder, file), out).replace(os.sep, "/")
+            if relative not in listed:
+                kind = "a temporary file" if TEMP_MARKER in file else "a file no index lists"
+                problems.append(f"{relative}: {kind}")
+    if os.path.isdir(os.path.join(out, WORK_DIR)):
+        problems.append(f"{WORK_DIR}/ is still there: the build did not finish cleanly")
+    if written != stats["written"] or written != sum(s["num_samples"] for s in shards):
+        problems.append(
+            f"accounting: {written} index rows, stats.json says {stats['written']} written"
+        )
+    if rejected != stats["rejected"]:
+        problems.append(
+            f"accounting: rejects.jsonl has {rejected} lines, stats.json says {stats['rejected']}"
+        )
+    if stats["discovered"] != stats["written"] + stats["rejected"]:
+        problems.append(f"accounting: discovered {stats['discovered']} != written + rejected")
+    summary = {"shards": len(shards), "samples": len(seen), "rejected": rejected, "decoded": decode}
+    return problems, summary
