@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from schemas import CorpusFormatError, UnknownLanguageError, resolve_language
@@ -219,3 +219,15 @@ def read_header(path: str, display: str, delimiter: str = "\t") -> list[str]:
             raise CorpusFormatError(display, 1, "header is not valid UTF-8")
         return [name.strip() for name in fields]
     return []
+
+
+def read_table_requiring(
+    path: str, display: str, required: Sequence[str], delimiter: str = "\t"
+) -> Iterator[tuple[int, dict[str, str] | CorpusFormatError]]:
+    """``read_table``, but a header lacking a required column yields one error and no rows."""
+    columns = read_header(path, display, delimiter)
+    missing = [name for name in required if name not in columns]
+    if missing:
+        yield 1, CorpusFormatError(display, 1, "header lacks required columns", ", ".join(missing))
+        return
+    yield from read_table(path, display, delimiter)

@@ -15,8 +15,7 @@ from corpora.base import (
     SourceUtterance,
     map_gender,
     none_if_empty,
-    read_header,
-    read_table,
+    read_table_requiring,
 )
 from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key
 
@@ -70,12 +69,7 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     folder = os.path.dirname(source)
     locale_default = folder or os.path.basename(os.path.normpath(options.root))
     split = os.path.basename(source)[: -len(".tsv")]
-    columns = read_header(path, source)
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        yield CorpusFormatError(source, 1, "header lacks required columns", ", ".join(missing))
-        return
-    for number, row in read_table(path, source):
+    for number, row in read_table_requiring(path, source, REQUIRED_COLUMNS):
         if isinstance(row, CorpusFormatError):
             yield row
             continue

@@ -26,7 +26,7 @@ from corpora.base import (
     SourceUtterance,
     map_gender,
     none_if_empty,
-    read_table,
+    read_table_requiring,
 )
 from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key
 
@@ -106,14 +106,11 @@ def _parse_asr(
 ) -> Iterator[ParseResult]:
     channel = lang.split("_")[0]  # en_accented is cut from the English channel
     audio_choice = options.setting("voxpopuli_audio", "lang")
-    for number, row in read_table(os.path.join(options.root, source), source, "|"):
+    table = os.path.join(options.root, source)
+    for number, row in read_table_requiring(table, source, ASR_REQUIRED, "|"):
         if isinstance(row, CorpusFormatError):
             yield row
             continue
-        missing = [name for name in ASR_REQUIRED if name not in row]
-        if missing:
-            yield CorpusFormatError(source, number, "missing required columns", ", ".join(missing))
-            return
         split = row["split"].strip()
         if split == "invalid":
             yield CorpusFormatError(source, number, "split is invalid", row["id_"])
@@ -185,14 +182,11 @@ def _parse_unlabelled(
         if os.path.isdir(os.path.join(options.root, folder))
         for name in os.listdir(os.path.join(options.root, folder))
     }
-    for number, row in read_table(os.path.join(options.root, source), source):
+    table = os.path.join(options.root, source)
+    for number, row in read_table_requiring(table, source, UNLABELLED_REQUIRED):
         if isinstance(row, CorpusFormatError):
             yield row
             continue
-        missing = [name for name in UNLABELLED_REQUIRED if name not in row]
-        if missing:
-            yield CorpusFormatError(source, number, "missing required columns", ", ".join(missing))
-            return
         event = row["event_id"].strip()
         lang = event.rsplit("_", 1)[-1]
         if not options.wants_split("unlabelled") or not (
