@@ -15,7 +15,6 @@ import functools
 import os
 import re
 from collections.abc import Iterator
-from importlib import resources
 
 from corpora.base import (
     CorpusOptions,
@@ -27,6 +26,7 @@ from corpora.base import (
     read_table,
 )
 from schemas import ConfigError, CorpusFormatError, make_key
+from schemas.tables import data_rows
 
 NAME = "babel"
 DEFAULT_SPLITS = ("train", "dev", "eval")
@@ -47,9 +47,7 @@ AUDIO_EXTENSIONS = (".sph", ".wav")
 
 @functools.cache
 def token_kinds() -> dict[str, str]:
-    text = resources.files("corpora").joinpath("data", "babel_tokens.tsv").read_text("utf-8")
-    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
-    return {row[0]: row[1] for row in rows[1:]}
+    return {row["token"]: row["kind"] for row in data_rows("corpora", "babel_tokens.tsv")}
 
 
 def normalize_transcript(text: str) -> str | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas import ConfigError
+from schemas.tables import data_rows
 
 FloatArray = npt.NDArray[np.float32]
 BLOCK_ROWS = 2048
@@ -45,17 +45,11 @@ class FeatureSetSpec:
     prefix: str
 
 
-def _rows(name: str) -> list[list[str]]:
-    text = resources.files("encoders").joinpath("data", name).read_text("utf-8")
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return [line.split("\t") for line in lines[1:]]
-
-
 @functools.cache
 def feature_sets() -> dict[str, FeatureSetSpec]:
     return {
-        row[0]: FeatureSetSpec(row[0], row[1], row[2], row[3] if len(row) > 3 else "")
-        for row in _rows("feature_sets.tsv")
+        row["name"]: FeatureSetSpec(row["name"], row["file"], row["source"], row["prefix"])
+        for row in data_rows("encoders", "feature_sets.tsv")
     }
 
 
@@ -63,9 +57,9 @@ def feature_sets() -> dict[str, FeatureSetSpec]:
 def stand_ins() -> dict[str, str]:
     """code -> stand-in code, both directions of the macrolanguage table."""
     table: dict[str, str] = {}
-    for code, stand_in, _kind, _note in _rows("macrolanguages.tsv"):
-        table[code] = stand_in
-        table.setdefault(stand_in, code)
+    for row in data_rows("encoders", "macrolanguages.tsv"):
+        table[row["code"]] = row["stand_in"]
+        table.setdefault(row["stand_in"], row["code"])
     return table
 
 

@@ -8,10 +8,10 @@ import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 from normalizers.lexicon import EMPTY, Lexicon
 from normalizers.scripts import COMMON, INHERITED, MIXED, UNKNOWN
+from schemas.tables import data_rows
 
 UNIV = "univ"
 
@@ -25,9 +25,12 @@ class LanguageInfo:
 
 @functools.cache
 def _table() -> dict[str, LanguageInfo]:
-    text = resources.files("normalizers").joinpath("data", "languages.tsv").read_text("utf-8")
-    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
-    return {row[0]: LanguageInfo(frozenset(row[1].split("+")), row[2], row[3]) for row in rows[1:]}
+    return {
+        row["language"]: LanguageInfo(
+            frozenset(row["native"].split("+")), row["scheme"], row["latin"]
+        )
+        for row in data_rows("normalizers", "languages.tsv")
+    }
 
 
 @functools.lru_cache(maxsize=1024)

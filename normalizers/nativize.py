@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 import unicodedata2
 
 from normalizers.scripts import char_script
+from schemas.tables import data_rows
 
 SCHEMES = ("itrans", "hk", "iast", "none")
 BLOCK_BASE = {
@@ -53,15 +53,11 @@ class Unit:
 
 @functools.cache
 def scheme_units(scheme: str) -> dict[str, Unit]:
-    text = resources.files("normalizers").joinpath("data", "schemes.tsv").read_text("utf-8")
-    units = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#") or line.startswith("scheme\t"):
-            continue
-        name, latin, kind, offsets = line.split("\t")
-        if name == scheme:
-            units[latin] = Unit(kind, tuple(int(o, 16) for o in offsets.split()))
-    return units
+    return {
+        row["latin"]: Unit(row["kind"], tuple(int(o, 16) for o in row["offsets"].split()))
+        for row in data_rows("normalizers", "schemes.tsv")
+        if row["scheme"] == scheme
+    }
 
 
 def parse(word: str, scheme: str) -> list[Unit] | None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 import unicodedata2
+
+from schemas.tables import data_rows
 
 BRAHMIC_BLOCKS = {
     0x0900: "Deva",
@@ -53,28 +54,23 @@ class BrahmicLetter:
     key: str
 
 
-def _rows(name: str) -> list[list[str]]:
-    text = resources.files("normalizers").joinpath("data", name).read_text("utf-8")
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return [line.split("\t") for line in lines[1:]]
-
-
 @functools.cache
 def _brahmic() -> dict[tuple[str, int], BrahmicLetter]:
     """(script or "*", offset) -> letter; a script's own row wins over the shared one."""
     return {
-        (row[0], int(row[1], 16)): BrahmicLetter(row[2], row[3]) for row in _rows("brahmic.tsv")
+        (row["script"], int(row["offset"], 16)): BrahmicLetter(row["kind"], row["key"])
+        for row in data_rows("normalizers", "brahmic.tsv")
     }
 
 
 @functools.cache
 def _nukta() -> dict[str, str]:
-    return {row[0]: row[1] for row in _rows("nukta.tsv")}
+    return {row["base"]: row["key"] for row in data_rows("normalizers", "nukta.tsv")}
 
 
 @functools.cache
 def _letters() -> dict[str, str]:
-    return {row[0]: row[1] for row in _rows("letters.tsv")}
+    return {row["letter"]: row["key"] for row in data_rows("normalizers", "letters.tsv")}
 
 
 def _brahmic_letter(char: str) -> BrahmicLetter | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import bisect
 import functools
-from importlib import resources
+
+from schemas.tables import data_rows
 
 COMMON = "Zyyy"
 INHERITED = "Zinh"
@@ -14,14 +15,11 @@ MIXED = "mixed"
 
 
 def _read_ranges(name: str) -> tuple[list[int], list[int], list[str]]:
-    text = resources.files("normalizers").joinpath("data", name).read_text("utf-8")
-    starts, ends, values = [], [], []
-    for line in text.splitlines()[1:]:
-        first, last, value = line.split("\t")
-        starts.append(int(first, 16))
-        ends.append(int(last, 16))
-        values.append(value)
-    return starts, ends, values
+    rows = data_rows("normalizers", name)
+    column = "script" if "script" in rows[0] else "scripts"
+    starts = [int(row["first"], 16) for row in rows]
+    ends = [int(row["last"], 16) for row in rows]
+    return starts, ends, [row[column] for row in rows]
 
 
 @functools.cache

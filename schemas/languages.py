@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 from schemas.errors import UnknownLanguageError
+from schemas.tables import data_rows
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,7 @@ class LanguageTables:
 
 
 def _read_tsv(name: str) -> list[dict[str, str]]:
-    text = resources.files("schemas").joinpath("data", name).read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    header = lines[0].split("\t")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise RuntimeError(f"schemas/data/{name}: row {number} has {len(fields)} columns")
-        rows.append(dict(zip(header, fields, strict=True)))
-    return rows
+    return data_rows("schemas", name)
 
 
 @functools.cache
