@@ -167,7 +167,6 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     stem = os.path.splitext(parts[-1])[0]
     split = "dev" if folder.endswith("/dev") else "train"
     keep_silence = options.setting("keep_silence", "no") == "yes"
-    gender, age, dialect = demographics.get(stem, (None, None, None))
     audio_path = _audio_for(options, folder, stem)
     for number, start_s, end_s, text in _segments(options, source):
         if isinstance(text, CorpusFormatError):
@@ -181,23 +180,49 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
         if not has_speech(text) and not keep_silence:
             yield CorpusFormatError(source, number, "no speech in segment", text)
             continue
-        yield SourceUtterance(
-            key=make_key(NAME, f"{stem}_{round(start_s * 1000):09d}"),
-            corpus=NAME,
-            split=split,
-            source_language=language_id,
-            audio_path=audio_path,
-            origin=f"{source}:{number}",
-            start_s=start_s,
-            end_s=end_s,
-            speaker=speaker_of(stem),
-            gender=gender,
-            age=age,
-            accent=dialect,
-            transcript=text,
-            transcript_normalized=normalize_transcript(text),
-            normalized_by_source=True,
+        yield _utterance(
+            stem,
+            split,
+            language_id,
+            audio_path,
+            f"{source}:{number}",
+            start_s,
+            end_s,
+            demographics,
+            text,
         )
+
+
+def _utterance(
+    stem: str,
+    split: str,
+    language_id: str,
+    audio_path: str,
+    origin: str,
+    start_s: float,
+    end_s: float,
+    demographics: dict[str, tuple[str | None, str | None, str | None]],
+    text: str | None = None,
+) -> SourceUtterance:
+    """One segment of a call side: key from the stem and start, speaker and demographics."""
+    gender, age, dialect = demographics.get(stem, (None, None, None))
+    return SourceUtterance(
+        key=make_key(NAME, f"{stem}_{round(start_s * 1000):09d}"),
+        corpus=NAME,
+        split=split,
+        source_language=language_id,
+        audio_path=audio_path,
+        origin=origin,
+        start_s=start_s,
+        end_s=end_s,
+        speaker=speaker_of(stem),
+        gender=gender,
+        age=age,
+        accent=dialect,
+        transcript=text,
+        transcript_normalized=None if text is None else normalize_transcript(text),
+        normalized_by_source=text is not None,
+    )
 
 
 def _segments(
@@ -256,22 +281,17 @@ def _eval_windows(
         yield CorpusFormatError(source, None, "unreadable audio", str(error))
         return
     duration_s = info.frames / info.samplerate
-    gender, age, dialect = demographics.get(stem, (None, None, None))
     start_s = 0.0
     while start_s < duration_s:
         end_s = min(start_s + window_s, duration_s)
-        yield SourceUtterance(
-            key=make_key(NAME, f"{stem}_{round(start_s * 1000):09d}"),
-            corpus=NAME,
-            split="eval",
-            source_language=language_id,
-            audio_path=source,
-            origin=f"{source}@{start_s:g}",
-            start_s=start_s,
-            end_s=end_s,
-            speaker=speaker_of(stem),
-            gender=gender,
-            age=age,
-            accent=dialect,
+        yield _utterance(
+            stem,
+            "eval",
+            language_id,
+            source,
+            f"{source}@{start_s:g}",
+            start_s,
+            end_s,
+            demographics,
         )
         start_s = end_s

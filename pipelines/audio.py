@@ -37,7 +37,6 @@ class EncodedAudio:
     num_samples: int
     sample_rate: int
     source_sample_rate: int
-    clipped_samples: int
 
     @property
     def duration_s(self) -> float:
@@ -255,13 +254,12 @@ def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
         raise AudioError(
             "validate", "too long", f"{duration_s:.3f} s > --max-duration {config.max_duration_s}"
         )
-    pcm, clipped = to_int16(samples)
+    pcm, _clipped = to_int16(samples)
     return EncodedAudio(
         flac=encode_flac(pcm, config.sample_rate),
         num_samples=num_samples,
         sample_rate=config.sample_rate,
         source_sample_rate=rate,
-        clipped_samples=clipped,
     )
 
 

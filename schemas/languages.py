@@ -25,16 +25,14 @@ class LanguageTables:
     aliases: dict[str, str]  # normalized tag -> ISO 639-3
 
 
-def _read_tsv(name: str) -> list[dict[str, str]]:
-    return data_rows("schemas", name)
-
-
 @functools.cache
 def tables() -> LanguageTables:
-    iso = _read_tsv("iso639_3.tsv")
+    iso = data_rows("schemas", "iso639_3.tsv")
     languages = [row for row in iso if row["scope"] in ("I", "M")]
     codes = frozenset(row["code"] for row in languages)
-    aliases = {_normalize(row["tag"]): row["code"] for row in _read_tsv("language_aliases.tsv")}
+    aliases = {
+        _normalize(row["tag"]): row["code"] for row in data_rows("schemas", "language_aliases.tsv")
+    }
     unknown = sorted(code for code in aliases.values() if code not in codes)
     if unknown:
         raise RuntimeError(f"language_aliases.tsv maps to codes missing from ISO 639-3: {unknown}")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.model import ConvSubsampling
-
 STACK = 4  # frames stacked per label: the encoder's subsampling factor
 
 
@@ -80,7 +78,3 @@ def label_mask(frame_mask: torch.Tensor, frames_out: int) -> torch.Tensor:
     if padded.shape[1] < needed:
         padded = nn.functional.pad(padded, (0, needed - padded.shape[1]))
     return padded[:, :needed].reshape(frame_mask.shape[0], frames_out, STACK).any(dim=-1)
-
-
-def encoder_frames(frames: torch.Tensor) -> torch.Tensor:
-    return ConvSubsampling.lengths(frames).clamp(min=1)
