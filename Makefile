@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install $(PIP_FLAGS) $(TORCH)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train,gcp]'
 	@touch $(STAMP)
 
 demo: setup

@@ -25,7 +25,7 @@ from corpora.base import (
     read_lines,
     read_table,
 )
-from schemas import ConfigError, CorpusFormatError, make_key
+from schemas import ConfigError, CorpusFormatError, make_key, storage
 from schemas.tables import data_rows
 
 NAME = "babel"
@@ -70,12 +70,12 @@ def has_speech(text: str) -> bool:
 
 def _packs(options: CorpusOptions) -> list[tuple[str, str]]:
     """(pack folder, BABEL language id) for the chosen languages."""
-    if not os.path.isdir(options.root):
+    if not storage.isdir(options.root):
         raise ConfigError(f"BABEL ROOT {options.root!r} is not a folder")
     packs = []
-    for name in sorted(os.listdir(options.root)):
+    for name in sorted(storage.listdir(options.root)):
         match = PACK.match(name)
-        is_pack = match is not None and os.path.isdir(os.path.join(options.root, name))
+        is_pack = match is not None and storage.isdir(storage.join(options.root, name))
         if match is not None and is_pack and options.wants_language(match["id"]):
             packs.append((name, match["id"]))
     return packs
@@ -89,18 +89,18 @@ def list_sources(options: CorpusOptions) -> list[str]:
         for folder, split in TRANSCRIBED:
             if not options.wants_split(split):
                 continue
-            transcripts = os.path.join(options.root, pack, folder, "transcription")
-            if os.path.isdir(transcripts):
+            transcripts = storage.join(options.root, pack, folder, "transcription")
+            if storage.isdir(transcripts):
                 sources.extend(
                     f"{pack}/{folder}/transcription/{name}"
-                    for name in sorted(os.listdir(transcripts))
+                    for name in sorted(storage.listdir(transcripts))
                     if name.endswith(".txt")
                 )
-        audio = os.path.join(options.root, pack, "conversational", "eval", "audio")
-        if eval_window and options.wants_split("eval") and os.path.isdir(audio):
+        audio = storage.join(options.root, pack, "conversational", "eval", "audio")
+        if eval_window and options.wants_split("eval") and storage.isdir(audio):
             sources.extend(
                 f"{pack}/conversational/eval/audio/{name}"
-                for name in sorted(os.listdir(audio))
+                for name in sorted(storage.listdir(audio))
                 if name.endswith(AUDIO_EXTENSIONS)
             )
     if not sources:
@@ -116,7 +116,7 @@ def list_sources(options: CorpusOptions) -> list[str]:
 def read_demographics(path: str) -> dict[str, tuple[str | None, str | None, str | None]]:
     """outputFn stem -> (gender, age, dialect); both the 12- and 14-column forms."""
     found: dict[str, tuple[str | None, str | None, str | None]] = {}
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         return found
     for _number, row in read_table(path, path):
         if isinstance(row, CorpusFormatError) or "outputFn" not in row:
@@ -142,7 +142,7 @@ def speaker_of(stem: str) -> str | None:
 def _audio_for(options: CorpusOptions, folder: str, stem: str) -> str:
     base = f"{folder}/audio/{stem}"
     for extension in AUDIO_EXTENSIONS:
-        if os.path.isfile(os.path.join(options.root, base + extension)):
+        if storage.isfile(storage.join(options.root, base + extension)):
             return base + extension
     return base + AUDIO_EXTENSIONS[0]  # missing: the decode stage rejects it
 
@@ -156,7 +156,7 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
         return
     language_id = match["id"]
     demographics = read_demographics(
-        os.path.join(
+        storage.join(
             options.root, pack, "conversational", "reference_materials", "demographics.tsv"
         )
     )
@@ -231,7 +231,7 @@ def _segments(
     """(line of the text, start, end, text) for each timestamp followed by text."""
     times: list[tuple[int, float]] = []
     texts: dict[int, tuple[int, str]] = {}  # index in times -> (line, text)
-    for number, raw in read_lines(os.path.join(options.root, source), source):
+    for number, raw in read_lines(storage.join(options.root, source), source):
         if isinstance(raw, CorpusFormatError):
             yield number, 0.0, 0.0, raw
             continue
@@ -276,7 +276,8 @@ def _eval_windows(
     window_s = float(options.setting("babel_eval_window", "0"))
     stem = os.path.splitext(os.path.basename(source))[0]
     try:
-        info = sf.info(os.path.join(options.root, source))
+        with storage.open_read(storage.join(options.root, source)) as handle:
+            info = sf.info(handle)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         yield CorpusFormatError(source, None, "unreadable audio", str(error))
         return

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
-from schemas import CorpusFormatError, UnknownLanguageError, resolve_language
+from schemas import CorpusFormatError, UnknownLanguageError, resolve_language, storage
+
+MAX_LINE_BYTES = 1 << 20  # a table row longer than 1 MiB is malformed (and not read whole)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class CorpusOptions:
     @property
     def base_dir(self) -> str:
         """The folder that audio paths and ``source.path`` are relative to."""
-        return self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+        return self.root if storage.isdir(self.root) else storage.dirname(self.root)
 
     def setting(self, name: str, default: str) -> str:
         """A corpus-specific option (``--subset``, ``--voxpopuli-audio``, ...)."""
@@ -152,10 +154,28 @@ def none_if_empty(value: str | None) -> str | None:
 
 def read_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusFormatError]]:
     """Yield ``(line_number, text)`` of a UTF-8 file (gzip if it ends in .gz); undecodable
-    lines come as errors."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    lines and lines over MAX_LINE_BYTES come as errors (a long line is skipped, not held)."""
+    with storage.open_read(path) as stream:
+        handle: IO[bytes] = (
+            gzip.GzipFile(fileobj=stream) if path.endswith(".gz") else stream  # type: ignore[assignment]
+        )
+        number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                skipped = len(raw)
+                while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    skipped += len(rest)
+                yield (
+                    number,
+                    CorpusFormatError(
+                        display,
+                        number,
+                        "line too long",
+                        f"over {skipped + len(rest)} bytes; a row may hold {MAX_LINE_BYTES}",
+                    ),
+                )
+                continue
             raw = raw.rstrip(b"\r\n")
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]

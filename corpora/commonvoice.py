@@ -17,7 +17,7 @@ from corpora.base import (
     none_if_empty,
     read_table_requiring,
 )
-from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key
+from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
 
 NAME = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -26,19 +26,19 @@ REQUIRED_COLUMNS = ("client_id", "path")
 
 def _locale_dirs(root: str) -> list[tuple[str, str]]:
     """(locale, folder relative to ROOT) pairs, sorted."""
-    if os.path.isdir(os.path.join(root, "clips")):
+    if storage.isdir(storage.join(root, "clips")):
         return [(os.path.basename(os.path.normpath(root)), "")]
     return sorted(
         (name, name)
-        for name in os.listdir(root)
-        if os.path.isdir(os.path.join(root, name, "clips"))
-        or any(os.path.isfile(os.path.join(root, name, f"{s}.tsv")) for s in DEFAULT_SPLITS)
+        for name in storage.listdir(root)
+        if storage.isdir(storage.join(root, name, "clips"))
+        or any(storage.isfile(storage.join(root, name, f"{s}.tsv")) for s in DEFAULT_SPLITS)
     )
 
 
 def list_sources(options: CorpusOptions) -> list[str]:
     """The chosen split TSVs of the chosen locales, as paths relative to ROOT."""
-    if not os.path.isdir(options.root):
+    if not storage.isdir(options.root):
         raise ConfigError(f"Common Voice ROOT {options.root!r} is not a folder")
     splits = options.splits or DEFAULT_SPLITS
     locales = _locale_dirs(options.root)
@@ -53,7 +53,7 @@ def list_sources(options: CorpusOptions) -> list[str]:
             continue
         for split in splits:
             relative = f"{folder}/{split}.tsv" if folder else f"{split}.tsv"
-            if os.path.isfile(os.path.join(options.root, relative)):
+            if storage.isfile(storage.join(options.root, relative)):
                 sources.append(relative)
     if not sources:
         raise ConfigError(
@@ -65,7 +65,7 @@ def list_sources(options: CorpusOptions) -> list[str]:
 
 def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     """Parse one split TSV into SourceUtterances (bad rows become CorpusFormatErrors)."""
-    path = os.path.join(options.root, source)
+    path = storage.join(options.root, source)
     folder = os.path.dirname(source)
     locale_default = folder or os.path.basename(os.path.normpath(options.root))
     split = os.path.basename(source)[: -len(".tsv")]

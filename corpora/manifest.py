@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from corpora.base import (
     SourceUtterance,
     map_gender,
     none_if_empty,
+    read_lines,
     read_table,
 )
 from schemas import (
@@ -28,6 +30,7 @@ from schemas import (
     GeoError,
     InvalidKeyError,
     make_key,
+    storage,
     validate_lat_lon,
 )
 
@@ -50,7 +53,7 @@ JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def list_sources(options: CorpusOptions) -> list[str]:
-    if not os.path.isfile(options.root):
+    if not storage.isfile(options.root):
         raise ConfigError(
             f"manifest ROOT {options.root!r} is not a file: pass the manifest's path "
             "(a .tsv with a header line, or a .jsonl file)"
@@ -59,7 +62,7 @@ def list_sources(options: CorpusOptions) -> list[str]:
 
 
 def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
-    path = os.path.join(options.base_dir, source)
+    path = storage.join(options.base_dir, source)
     for number, row in _rows(path, source):
         if isinstance(row, CorpusFormatError):
             yield row
@@ -79,19 +82,21 @@ def _rows(path: str, source: str) -> Iterator[tuple[int, dict[str, str] | Corpus
     if not path.lower().endswith(JSON_SUFFIXES):
         yield from read_table(path, source)
         return
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                value = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                yield number, CorpusFormatError(source, number, "not a JSON line", str(error))
-                continue
-            if not isinstance(value, dict):
-                yield number, CorpusFormatError(source, number, "a JSON line must be an object")
-                continue
-            yield number, {name: _text(item) for name, item in value.items()}
+    for number, line in read_lines(path, source):
+        if isinstance(line, CorpusFormatError):
+            yield number, line
+            continue
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, CorpusFormatError(source, number, "not a JSON line", str(error))
+            continue
+        if not isinstance(value, dict):
+            yield number, CorpusFormatError(source, number, "a JSON line must be an object")
+            continue
+        yield number, {name: _text(item) for name, item in value.items()}
 
 
 def _text(value: Any) -> str:
@@ -119,9 +124,20 @@ def safe_relative_path(base_dir: str, path: str) -> str | None:
     """``path`` relative to ``base_dir`` (POSIX), or None when it escapes ``base_dir``.
 
     Symlinks are resolved, so a link inside the folder that points outside it escapes too.
+    Under a URL base (object stores have no links) ``..`` segments and other prefixes escape.
     """
+    if storage.is_remote(base_dir):
+        prefix = base_dir.rstrip("/") + "/"
+        if "://" in path:
+            if not path.startswith(prefix):
+                return None
+            path = path[len(prefix) :]
+        normalized = posixpath.normpath(path)
+        if normalized.startswith(("..", "/")) or normalized == ".":
+            return None
+        return normalized
     base = os.path.realpath(base_dir)
-    joined = path if os.path.isabs(path) else os.path.join(base_dir, path)
+    joined = path if os.path.isabs(path) else storage.join(base_dir, path)
     if os.path.commonpath([base, os.path.realpath(joined)]) != base:
         return None
     relative = os.path.relpath(os.path.abspath(joined), os.path.abspath(base_dir))

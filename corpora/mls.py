@@ -11,7 +11,6 @@ Opus is decoded at the rate its header declares and resampled like any other sou
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ from corpora.base import (
     map_gender,
     read_rows,
 )
-from schemas import ConfigError, CorpusFormatError, make_key
+from schemas import ConfigError, CorpusFormatError, make_key, storage
 
 NAME = "mls"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -37,16 +36,16 @@ UTTERANCE_ID = re.compile(r"^(?P<speaker>\d+)_(?P<book>\d+)_(?P<seq>\d+)$")
 def _releases(root: str) -> dict[str, dict[str, str]]:
     """language -> {"flac": folder, "opus": folder} of what is on disk."""
     found: dict[str, dict[str, str]] = {}
-    for name in sorted(os.listdir(root)):
+    for name in sorted(storage.listdir(root)):
         match = FOLDER.match(name)
-        if match and os.path.isdir(os.path.join(root, name)):
+        if match and storage.isdir(storage.join(root, name)):
             release = "opus" if match["opus"] else "flac"
             found.setdefault(match["language"], {})[release] = name
     return found
 
 
 def list_sources(options: CorpusOptions) -> list[str]:
-    if not os.path.isdir(options.root):
+    if not storage.isdir(options.root):
         raise ConfigError(f"MLS ROOT {options.root!r} is not a folder")
     choice = options.setting("mls_release", "auto")
     sources = []
@@ -60,7 +59,7 @@ def list_sources(options: CorpusOptions) -> list[str]:
             continue
         for split in options.splits or DEFAULT_SPLITS:
             table = f"{folder}/{split}/transcripts.txt"
-            if os.path.isfile(os.path.join(options.root, table)):
+            if storage.isfile(storage.join(options.root, table)):
                 sources.append(table)
     if not sources:
         raise ConfigError(
@@ -76,10 +75,9 @@ def read_metainfo(path: str) -> dict[str, str | None]:
     """speaker -> gender from metainfo.txt (``|``-separated, space-padded, one header line;
     a title may hold ``|``, so a row is split at most 5 times; ``secret`` rows are ignored)."""
     genders: dict[str, str | None] = {}
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         return genders
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        lines = handle.read().splitlines()
+    lines = storage.read_bytes(path).decode("utf-8", errors="replace").splitlines()
     for line in lines[1:]:
         fields = [field.strip() for field in line.split("|", 5)]
         if len(fields) < 3 or fields[2] == "secret":
@@ -90,23 +88,23 @@ def read_metainfo(path: str) -> dict[str, str | None]:
 
 def read_handles(folder: str, subset: str) -> frozenset[str]:
     """Utterance ids of a limited-supervision subset (9hr, 1hr = the six 1hr folders, 10hr)."""
-    base = os.path.join(folder, "train", "limited_supervision")
+    base = storage.join(folder, "train", "limited_supervision")
     paths = []
     if subset in ("9hr", "10hr"):
-        paths.append(os.path.join(base, "9hr", "handles.txt"))
+        paths.append(storage.join(base, "9hr", "handles.txt"))
     if subset in ("1hr", "10hr"):
-        one_hour = os.path.join(base, "1hr")
-        if not os.path.isdir(one_hour):
+        one_hour = storage.join(base, "1hr")
+        if not storage.isdir(one_hour):
             raise ConfigError(f"--subset {subset}: {one_hour} is missing")
         paths.extend(
-            os.path.join(one_hour, name, "handles.txt") for name in sorted(os.listdir(one_hour))
+            storage.join(one_hour, name, "handles.txt") for name in storage.listdir(one_hour)
         )
     handles: set[str] = set()
     for path in paths:
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise ConfigError(f"--subset {subset}: {path} is missing")
-        with open(path, encoding="utf-8") as handle:
-            handles.update(line.strip() for line in handle if line.strip())
+        text = storage.read_bytes(path).decode("utf-8", errors="replace")
+        handles.update(line.strip() for line in text.splitlines() if line.strip())
     return frozenset(handles)
 
 
@@ -118,12 +116,12 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
         return
     language = match["language"]
     extension = "opus" if match["opus"] else "flac"
-    genders = read_metainfo(os.path.join(options.root, folder, "metainfo.txt"))
+    genders = read_metainfo(storage.join(options.root, folder, "metainfo.txt"))
     subset = options.setting("subset", "all")
     keep = None
     if subset != "all" and split == "train":
-        keep = read_handles(os.path.join(options.root, folder), subset)
-    for number, fields in read_rows(os.path.join(options.root, source), source):
+        keep = read_handles(storage.join(options.root, folder), subset)
+    for number, fields in read_rows(storage.join(options.root, source), source):
         if isinstance(fields, CorpusFormatError):
             yield fields
             continue

@@ -28,7 +28,7 @@ from corpora.base import (
     none_if_empty,
     read_table_requiring,
 )
-from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key
+from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
 
 NAME = "voxpopuli"
 DEFAULT_SPLITS = ("train", "dev", "test", "unlabelled")
@@ -51,8 +51,9 @@ class _Listing:
     def exists(self, relative: str) -> bool:
         folder, name = os.path.split(relative)
         if folder not in self.cache:
-            full = os.path.join(self.root, folder)
-            self.cache[folder] = frozenset(os.listdir(full)) if os.path.isdir(full) else frozenset()
+            full = storage.join(self.root, folder)
+            found = storage.listdir(full) if storage.isdir(full) else []
+            self.cache[folder] = frozenset(found)
         return name in self.cache[folder]
 
 
@@ -60,13 +61,13 @@ def list_sources(options: CorpusOptions) -> list[str]:
     data = options.setting("voxpopuli_data", "asr")
     sources = []
     if data in ("asr", "both"):
-        folder = os.path.join(options.root, "transcribed_data")
-        for lang in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        folder = storage.join(options.root, "transcribed_data")
+        for lang in sorted(storage.listdir(folder)) if storage.isdir(folder) else []:
             table = f"transcribed_data/{lang}/asr_{lang}.tsv.gz"
-            if os.path.isfile(os.path.join(options.root, table)) and options.wants_language(lang):
+            if storage.isfile(storage.join(options.root, table)) and options.wants_language(lang):
                 sources.append(table)
-    if data in ("unlabelled", "both") and os.path.isfile(
-        os.path.join(options.root, UNLABELLED_TABLE)
+    if data in ("unlabelled", "both") and storage.isfile(
+        storage.join(options.root, UNLABELLED_TABLE)
     ):
         sources.append(UNLABELLED_TABLE)
     if not sources:
@@ -106,7 +107,7 @@ def _parse_asr(
 ) -> Iterator[ParseResult]:
     channel = lang.split("_")[0]  # en_accented is cut from the English channel
     audio_choice = options.setting("voxpopuli_audio", "lang")
-    table = os.path.join(options.root, source)
+    table = storage.join(options.root, source)
     for number, row in read_table_requiring(table, source, ASR_REQUIRED, "|"):
         if isinstance(row, CorpusFormatError):
             yield row
@@ -179,10 +180,10 @@ def _parse_unlabelled(
     on_disk = {
         name
         for folder in ("unlabelled_data", "raw_audios")
-        if os.path.isdir(os.path.join(options.root, folder))
-        for name in os.listdir(os.path.join(options.root, folder))
+        if storage.isdir(storage.join(options.root, folder))
+        for name in storage.listdir(storage.join(options.root, folder))
     }
-    table = os.path.join(options.root, source)
+    table = storage.join(options.root, source)
     for number, row in read_table_requiring(table, source, UNLABELLED_REQUIRED):
         if isinstance(row, CorpusFormatError):
             yield row

@@ -8,15 +8,14 @@ MP3). Float samples from libsndfile are int16 / 32768, so converting back with 3
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas import AudioError
+from schemas import AudioError, storage
 
 FloatArray = npt.NDArray[np.float32]
 READ_BLOCK_FRAMES = 1 << 16
@@ -47,21 +46,34 @@ Span = tuple[float | None, float | None]  # (start_s, end_s); None = file start 
 
 
 def _is_shorten_sphere(path: str) -> bool:
-    with open(path, "rb") as handle:
+    with storage.open_read(path) as handle:
         head = handle.read(1024)
     return head.startswith(b"NIST_1A") and SHORTEN_MAGIC in head and b"shorten" in head
 
 
-def _open(path: str) -> Any:
-    """An open soundfile.SoundFile, or AudioError("decode", ...) saying why not."""
+def _open(path: str) -> tuple[Any, IO[bytes] | None]:
+    """(soundfile.SoundFile, the remote stream under it or None), or AudioError("decode", ...)
+    saying why not. Local files are opened by libsndfile itself; a URL through schemas.storage."""
     import soundfile as sf
 
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise AudioError("decode", "missing audio file")
-    if os.path.getsize(path) == 0:
+    if storage.getsize(path) == 0:
         raise AudioError("decode", "empty audio file (0 bytes)")
+    stream = storage.open_read(path) if storage.is_remote(path) else None
     try:
-        return sf.SoundFile(path)
+        return (sf.SoundFile(path) if stream is None else sf.SoundFile(stream)), stream
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+
+
+def _open_checked(path: str) -> tuple[Any, IO[bytes] | None]:
+    import soundfile as sf
+
+    try:
+        return _open(path)
     except sf.LibsndfileError as error:
         if _is_shorten_sphere(path):
             raise AudioError(
@@ -89,7 +101,7 @@ class SpanReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.handle = _open(path)
+        self.handle, self.stream = _open_checked(path)
         self.position = 0
         info = (self.handle.format, self.handle.subtype)
         self.exact_seek = info[0] in EXACT_SEEK_FORMATS or info in EXACT_SEEK_SUBTYPES
@@ -119,6 +131,8 @@ class SpanReader:
 
     def close(self) -> None:
         self.handle.close()
+        if self.stream is not None:
+            self.stream.close()
 
     def __enter__(self) -> SpanReader:
         return self
@@ -134,8 +148,8 @@ class SpanReader:
             self.position = frame
             return
         if frame < self.position:  # backwards: start over from the top
-            self.handle.close()
-            self.handle = _open(self.path)
+            self.close()
+            self.handle, self.stream = _open_checked(self.path)
             self.position = 0
         self._read(frame - self.position, keep=False)
 

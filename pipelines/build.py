@@ -40,6 +40,7 @@ from schemas import (
     CorpusFormatError,
     UnknownLanguageError,
     resolve_language,
+    storage,
 )
 
 LOG = logging.getLogger("voxshard")
@@ -88,7 +89,7 @@ class BuildConfig:
                 read_lexicon(self.lexicon)
             except ConfigError as error:
                 problems.extend(error.problems)
-        if not os.path.exists(self.root):
+        if not storage.exists(self.root):
             problems.append(f"ROOT {self.root!r} does not exist")
         if self.sample_rate < 1000 or self.sample_rate > 192000:
             problems.append(f"--sample-rate {self.sample_rate} is outside 1000..192000 Hz")
@@ -127,7 +128,7 @@ class BuildConfig:
     def corpus_options(self) -> CorpusOptions:
         spec = get_corpus(self.source)
         return CorpusOptions(
-            root=os.path.abspath(self.root),
+            root=storage.absolute(self.root),
             splits=self.splits if self.splits is not None else spec.default_splits,
             languages=None
             if self.languages is None
@@ -140,13 +141,12 @@ class BuildConfig:
         fields = asdict(self)
         fields.pop("out")
         fields.pop("workers")
-        fields["root"] = os.path.abspath(self.root)
+        fields["root"] = storage.absolute(self.root)
         fields["schema_version"] = SCHEMA_VERSION
         for name in ("geo", "lexicon"):  # a table's content decides the output, not its path
             path = fields[name]
             if path is not None:
-                with open(path, "rb") as handle:
-                    fields[name] = hashlib.sha256(handle.read()).hexdigest()
+                fields[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()
         return fields
 
     def config_hash(self) -> str:
@@ -275,7 +275,7 @@ class WriteShards(beam.DoFn):  # type: ignore[misc]
             start += count
             relative = f"shards/{lang}/{shard_name(corpus, split, number)}"
             number += 1
-            num_bytes, sha256 = write_tar(os.path.join(self.config.out, relative), part)
+            num_bytes, sha256 = write_tar(storage.join(self.config.out, relative), part)
             index.write_fragment(self.config.out, relative, part)
             LOG.debug("wrote %s (%d samples, %.1f MB)", relative, len(part), num_bytes / MB)
             yield ShardInfo(
@@ -391,22 +391,21 @@ def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
 def prepare_output(config: BuildConfig, overwrite: bool) -> None:
     """Check OUT and claim it; an interrupted build of the same config resumes in place."""
     out = config.out
-    marker_path = os.path.join(out, index.MARKER)
-    if os.path.isdir(out) and os.listdir(out):
+    marker_path = storage.join(out, index.MARKER)
+    if storage.isdir(out) and storage.listdir(out):
         if overwrite:
             index.clear_outputs(out)
-        elif os.path.exists(os.path.join(out, "COMPLETED")):
+        elif storage.exists(storage.join(out, "COMPLETED")):
             raise ConfigError(
                 f"OUT {out!r} already holds a completed build; pass --overwrite to replace it"
             )
-        elif not os.path.exists(marker_path):
+        elif not storage.exists(marker_path):
             raise ConfigError(
                 f"OUT {out!r} is not empty and holds no voxshard build; "
                 "choose an empty folder or pass --overwrite"
             )
         else:
-            with open(marker_path, encoding="utf-8") as handle:
-                previous = json.load(handle).get("config_hash")
+            previous = json.loads(storage.read_bytes(marker_path)).get("config_hash")
             if previous != config.config_hash():
                 raise ConfigError(
                     f"OUT {out!r} holds an unfinished build with other options; "
@@ -414,50 +413,151 @@ def prepare_output(config: BuildConfig, overwrite: bool) -> None:
                 )
             LOG.info("resuming the unfinished build in %s", out)
             index.remove_temporaries(out)
-    elif os.path.exists(out) and not os.path.isdir(out):
+    elif storage.exists(out) and not storage.isdir(out):
         raise ConfigError(f"OUT {out!r} exists and is not a folder")
-    os.makedirs(out, exist_ok=True)
+    storage.makedirs(out)
     marker = {"config_hash": config.config_hash(), "config": config.identity()}
-    index.atomic_write_bytes(marker_path, index.dumps_json(marker))
+    try:
+        storage.write_atomic(marker_path, index.dumps_json(marker))
+    except OSError as error:
+        raise BuildError(
+            f"cannot write to OUT {out!r}: {error}; choose a writable location"
+        ) from error
 
 
-def pipeline_options(config: BuildConfig, beam_args: Sequence[str]) -> tuple[Any, Any]:
-    """(runner, PipelineOptions). In-process FnApiRunner unless ``--runner`` is given."""
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+LOCAL_RUNNERS = frozenset(
+    {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner"}
+)
+PACKAGING_OPTIONS = ("setup_file", "extra_packages", "requirements_file", "sdk_container_image")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How the pipeline runs: Beam's options plus what voxshard derives from them."""
+
+    runner: Any  # an FnApiRunner instance for local builds; None lets Beam pick --runner
+    options: Any
+    local: bool
+    dry_run: bool
+
+
+def source_checkout() -> str | None:
+    """The pyproject.toml of the voxshard checkout this code runs from, if any."""
+    candidate = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"
+    )
+    if os.path.isfile(candidate):
+        with open(candidate, encoding="utf-8") as handle:
+            if 'name = "voxshard"' in handle.read():
+                return candidate
+    return None
+
+
+def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
+    """Beam options for this build. In-process FnApiRunner unless ``--runner`` names another;
+    a remote runner needs ROOT and OUT as URLs its workers reach, and the project packaged."""
+    from apache_beam.options.pipeline_options import (
+        DirectOptions,
+        PipelineOptions,
+        SetupOptions,
+        StandardOptions,
+        TestOptions,
+        WorkerOptions,
+    )
 
     options = PipelineOptions(list(beam_args))
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
-        return None, options
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    runner_name = options.view_as(StandardOptions).runner
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if runner_name is None or runner_name in LOCAL_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    direct = options.view_as(DirectOptions)
-    direct.direct_num_workers = config.workers
-    # multi_threading lost large elements before a GroupByKey in Beam 2.77: never used.
-    direct.direct_running_mode = "multi_processing" if config.workers > 1 else "in_memory"
-    return FnApiRunner(), options
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers = config.workers
+        # multi_threading lost large elements before a GroupByKey in Beam 2.77: never used.
+        direct.direct_running_mode = "multi_processing" if config.workers > 1 else "in_memory"
+        return RunPlan(FnApiRunner(), options, local=True, dry_run=dry_run)
+
+    problems = []
+    if not storage.is_remote(config.out):
+        problems.append(
+            f"OUT {config.out!r} is a local folder, which {runner_name} workers cannot write: "
+            "pass a bucket URL such as gs://BUCKET/builds/NAME"
+        )
+    if not storage.is_remote(config.root):
+        message = (
+            f"ROOT {config.root!r} is a local folder, which {runner_name} workers cannot read: "
+            "copy the corpus to a bucket (gsutil -m rsync -r ROOT gs://BUCKET/corpus) "
+            "and pass that URL"
+        )
+        if dry_run:
+            LOG.warning("%s (ignored for --dry_run)", message)
+        else:
+            problems.append(message)
+    for name in ("geo", "lexicon"):
+        path = getattr(config, name)
+        if path is not None and not storage.is_remote(path) and not dry_run:
+            problems.append(f"--{name} {path!r} is local; workers read it: pass a gs:// URL")
+    setup = options.view_as(SetupOptions)
+    packaged = any(
+        getattr(view, name, None)
+        for view in (setup, options.view_as(WorkerOptions))
+        for name in PACKAGING_OPTIONS
+    )
+    if not packaged:
+        checkout = source_checkout()
+        if checkout is None:
+            problems.append(
+                f"{runner_name} workers need voxshard installed: pass --setup_file "
+                "PATH/TO/voxshard/pyproject.toml, --extra_package voxshard-X.whl, or "
+                "--sdk_container_image IMAGE with voxshard inside"
+            )
+        else:
+            LOG.info("packaging this checkout for the workers: --setup_file %s", checkout)
+            setup.setup_file = checkout
+    if problems:
+        raise ConfigError(problems)
+    return RunPlan(None, options, local=False, dry_run=dry_run)
 
 
 def run_build(
     config: BuildConfig, beam_args: Sequence[str] = (), overwrite: bool = False
 ) -> dict[str, Any]:
-    """Run a whole build. Returns stats.json's content; raises BuildError when incomplete."""
+    """Run a whole build. Returns stats.json's content; raises BuildError when incomplete.
+
+    With ``--dry_run=True`` on a remote runner, the job is built and validated but neither
+    submitted nor is OUT touched; the returned dict then says so (``{"dry_run": True, ...}``).
+    """
     spec = get_corpus(config.source)
-    prepare_output(config, overwrite)
+    plan = plan_run(config, beam_args)
+    if not plan.dry_run:
+        prepare_output(config, overwrite)
     sources = spec.list_sources(config.corpus_options())
     LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
-    runner, options = pipeline_options(config, beam_args)
     started = time.monotonic()
-    with beam.Pipeline(runner=runner, options=options) as p:
-        build_pipeline(p, config, sources)
-    result_path = os.path.join(config.out, index.WORK_DIR, "result.json")
-    if not os.path.exists(result_path):
+    pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
+    build_pipeline(pipeline, config, sources)
+    result = pipeline.run()
+    if plan.dry_run:
+        job = getattr(result, "job", None)
+        transforms = getattr(job, "proto_pipeline", None)
+        steps = (
+            None
+            if transforms is None
+            else sum(1 for t in transforms.components.transforms.values() if not t.subtransforms)
+        )
+        LOG.info("dry run: the job was built and validated, not submitted")
+        return {"dry_run": True, "sources": len(sources), "steps": steps}
+    state = result.wait_until_finish()
+    if str(state) not in ("DONE", "PipelineState.DONE"):
+        raise BuildError(f"the pipeline ended in state {state}; see the runner's logs, then rerun")
+    result_path = storage.join(config.out, index.WORK_DIR, "result.json")
+    if not storage.exists(result_path):
         raise BuildError(f"the pipeline finished without finalizing {config.out!r}; rerun it")
-    with open(result_path, encoding="utf-8") as handle:
-        result = json.load(handle)
-    if not result["ok"]:
-        raise BuildError("build incomplete: " + "; ".join(result["problems"]))
+    outcome = json.loads(storage.read_bytes(result_path))
+    if not outcome["ok"]:
+        raise BuildError("build incomplete: " + "; ".join(outcome["problems"]))
     index.remove_work_dir(config.out)
-    stats: dict[str, Any] = result["stats"]
+    stats: dict[str, Any] = outcome["stats"]
     LOG.info(
         "built %s in %.1f s: %d written, %d rejected, %.3f h",
         config.out,

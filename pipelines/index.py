@@ -3,10 +3,8 @@ rejects.jsonl, stats.json and COMPLETED, with the accounting checked on the writ
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import shutil
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,8 +12,9 @@ from typing import Any
 
 from pipelines.faults import crash_point
 from pipelines.records import Reject
-from pipelines.shards import TEMP_MARKER, Sample, ShardInfo
-from schemas import SCHEMA_VERSION, arrow_schema
+from pipelines.shards import Sample, ShardInfo
+from schemas import SCHEMA_VERSION, arrow_schema, storage
+from schemas.storage import TEMP_MARKER
 
 WORK_DIR = ".work"
 MARKER = ".voxshard-build.json"
@@ -32,23 +31,6 @@ OUTPUT_ENTRIES = (
 PARQUET_COMPRESSION = "zstd"
 
 
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Write to a temporary name beside ``path``, fsync, rename."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
 def dumps_json(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
 
@@ -61,7 +43,7 @@ def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
 
 def fragment_path(out: str, shard_path: str) -> str:
     """The Parquet fragment that holds the index rows of one shard."""
-    return os.path.join(out, WORK_DIR, "index", shard_path[: -len(".tar")] + ".parquet")
+    return storage.join(out, WORK_DIR, "index", shard_path[: -len(".tar")] + ".parquet")
 
 
 def write_fragment(out: str, shard_path: str, samples: Sequence[Sample]) -> None:
@@ -70,18 +52,16 @@ def write_fragment(out: str, shard_path: str, samples: Sequence[Sample]) -> None
 
     rows = [{**json.loads(sample.json), "shard": shard_path} for sample in samples]
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
-    path = fragment_path(out, shard_path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex}"
-    pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
-    os.replace(temp, path)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression=PARQUET_COMPRESSION)
+    storage.write_atomic(fragment_path(out, shard_path), buffer.getvalue())
 
 
 def write_rejects(out: str, rejects: Iterable[Reject]) -> dict[str, Any]:
     """Write rejects.jsonl sorted; return the counts by reason and by stage."""
     ordered = sorted(rejects, key=Reject.sort_key)
-    atomic_write_bytes(
-        os.path.join(out, "rejects.jsonl"), jsonl_bytes(r.to_dict() for r in ordered)
+    storage.write_atomic(
+        storage.join(out, "rejects.jsonl"), jsonl_bytes(r.to_dict() for r in ordered)
     )
     return {
         "total": len(ordered),
@@ -126,7 +106,9 @@ def finalize(
     problems: list[str] = []
     if rejects_summary is None:
         rejects_summary = write_rejects(out, [])
-    atomic_write_bytes(os.path.join(out, "shards.jsonl"), jsonl_bytes(s.to_dict() for s in shards))
+    storage.write_atomic(
+        storage.join(out, "shards.jsonl"), jsonl_bytes(s.to_dict() for s in shards)
+    )
     _remove_stale_shards(out, {s.path for s in shards})
 
     schema = arrow_schema()
@@ -136,19 +118,20 @@ def finalize(
     code_switched: Counter[str] = Counter()
     written = 0
     total_s = 0.0
-    index_path = os.path.join(out, "utterances.parquet")
-    temp = f"{index_path}{TEMP_MARKER}{uuid.uuid4().hex}"
-    with pq.ParquetWriter(temp, schema, compression=PARQUET_COMPRESSION) as writer:
+    with (
+        storage.atomic_writer(storage.join(out, "utterances.parquet")) as handle,
+        pq.ParquetWriter(handle, schema, compression=PARQUET_COMPRESSION) as writer,
+    ):
         for shard in shards:
-            shard_file = os.path.join(out, shard.path)
-            if not os.path.isfile(shard_file):
+            shard_file = storage.join(out, shard.path)
+            if not storage.isfile(shard_file):
                 problems.append(f"{shard.path} is listed but missing")
-            elif os.path.getsize(shard_file) != shard.num_bytes:
+            elif (size := storage.getsize(shard_file)) != shard.num_bytes:
                 problems.append(
-                    f"{shard.path} has {os.path.getsize(shard_file)} bytes, "
-                    f"shards.jsonl says {shard.num_bytes}"
+                    f"{shard.path} has {size} bytes, shards.jsonl says {shard.num_bytes}"
                 )
-            table = pq.read_table(fragment_path(out, shard.path), schema=schema)
+            fragment = io.BytesIO(storage.read_bytes(fragment_path(out, shard.path)))
+            table = pq.read_table(fragment, schema=schema)
             if table.num_rows != shard.num_samples:
                 problems.append(
                     f"{shard.path}: index has {table.num_rows} rows, "
@@ -171,11 +154,9 @@ def finalize(
                     speakers[lang].add(speaker)
                 total_s += seconds
             written += table.num_rows
-    os.replace(temp, index_path)
     crash_point("index-written")
 
-    with open(os.path.join(out, "rejects.jsonl"), "rb") as handle:
-        rejected = sum(1 for _ in handle)
+    rejected = storage.read_bytes(storage.join(out, "rejects.jsonl")).count(b"\n")
     discovered = num_items - num_merged + int(rejects_summary["by_stage"].get("parse", 0))
     if rejected != rejects_summary["total"]:
         problems.append(
@@ -227,47 +208,38 @@ def finalize(
             for lang in sorted(transcribed)
         },
     }
-    atomic_write_bytes(os.path.join(out, "stats.json"), dumps_json(stats))
+    storage.write_atomic(storage.join(out, "stats.json"), dumps_json(stats))
     result = {"ok": not problems, "problems": problems, "stats": stats}
-    atomic_write_bytes(os.path.join(out, WORK_DIR, "result.json"), dumps_json(result))
+    storage.write_atomic(storage.join(out, WORK_DIR, "result.json"), dumps_json(result))
     if not problems:
-        atomic_write_bytes(os.path.join(out, "COMPLETED"), dumps_json(completed))
+        storage.write_atomic(storage.join(out, "COMPLETED"), dumps_json(completed))
     return result
 
 
 def _remove_stale_shards(out: str, keep: set[str]) -> None:
     """Delete shard files this build did not write (left by an earlier, different attempt)."""
-    root = os.path.join(out, "shards")
-    if not os.path.isdir(root):
+    root = storage.join(out, "shards")
+    if not storage.isdir(root):
         return
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            relative = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
-            if relative not in keep:
-                os.remove(os.path.join(folder, name))
+    for relative in storage.walk_files(root):
+        if f"shards/{relative}" not in keep:
+            storage.remove(storage.join(root, relative))
 
 
 def clear_outputs(out: str) -> None:
     """Remove everything a build writes in OUT (and nothing else)."""
     for name in OUTPUT_ENTRIES:
-        path = os.path.join(out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+        storage.remove_tree(storage.join(out, name))
 
 
 def remove_temporaries(out: str) -> None:
     """Delete temp files a killed build left behind (they never carry a final name)."""
-    for folder, _dirs, files in os.walk(out):
-        for name in files:
-            if TEMP_MARKER in name:
-                os.remove(os.path.join(folder, name))
+    for relative in storage.walk_files(out):
+        if TEMP_MARKER in storage.basename(relative):
+            storage.remove(storage.join(out, relative))
 
 
 def remove_work_dir(out: str) -> None:
     """Drop the build's scratch folder once COMPLETED is written (and the marker with it)."""
-    shutil.rmtree(os.path.join(out, WORK_DIR), ignore_errors=True)
-    marker = os.path.join(out, MARKER)
-    if os.path.exists(marker):
-        os.remove(marker)
+    storage.remove_tree(storage.join(out, WORK_DIR))
+    storage.remove(storage.join(out, MARKER))

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from typing import Any
+
+from schemas import storage
 
 
 def summarize(out: str) -> dict[str, Any]:
     """Per language x split hours and utterances, rejects by reason, shard sizes."""
-    stats_path = os.path.join(out, "stats.json")
-    if not os.path.isfile(stats_path):
+    stats_path = storage.join(out, "stats.json")
+    if not storage.isfile(stats_path):
         from schemas import ConfigError
 
         raise ConfigError(f"{out!r} holds no stats.json: is it a voxshard build folder?")
-    with open(stats_path, encoding="utf-8") as handle:
-        stats = json.load(handle)
+    stats = json.loads(storage.read_bytes(stats_path))
     sizes = []
-    shards_path = os.path.join(out, "shards.jsonl")
-    if os.path.isfile(shards_path):
-        with open(shards_path, encoding="utf-8") as handle:
-            sizes = [json.loads(line)["num_bytes"] for line in handle if line.strip()]
+    shards_path = storage.join(out, "shards.jsonl")
+    if storage.isfile(shards_path):
+        lines = storage.read_bytes(shards_path).decode("utf-8").splitlines()
+        sizes = [json.loads(line)["num_bytes"] for line in lines if line.strip()]
     rows = []
     split_stats = stats["by_language_split"]
     for name in sorted(split_stats["utterances"]):
@@ -35,7 +35,7 @@ def summarize(out: str) -> dict[str, Any]:
             }
         )
     return {
-        "completed": os.path.isfile(os.path.join(out, "COMPLETED")),
+        "completed": storage.isfile(storage.join(out, "COMPLETED")),
         "rows": rows,
         "discovered": stats["discovered"],
         "written": stats["written"],

@@ -2,27 +2,25 @@
 
 A sample is two tar members, ``<key>.flac`` and ``<key>.json``. Members have mtime 0, uid/gid
 0, empty owner names and mode 0644, and are sorted by key, so the same samples give the same
-bytes. A shard is written under a temporary name in its final folder and renamed, so a crash
-never leaves a partial file under a final name.
+bytes. A shard is written atomically (schemas.storage: temp name + rename locally, one object
+upload remotely), so a crash never leaves a partial file under a final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import tarfile
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pipelines.faults import crash_point
+from schemas import storage
 
 TAR_BLOCK = 512
 TAR_RECORD = 20 * TAR_BLOCK
 GNU_NAME_LIMIT = 100
 BUCKET_FILL = 0.85  # aim buckets at 85 % of --shard-size so few need a second part
-TEMP_MARKER = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -140,35 +138,24 @@ def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
     Members are written as tarfile's GNU format would (header blocks, data, zero padding to
     512, two end blocks, padding to the 10240-byte record), one write each.
     """
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
     digest = hashlib.sha256()
     count = 0
-    try:
-        with open(temp, "wb") as handle:
+    with storage.atomic_writer(path) as handle:
 
-            def emit(chunk: bytes) -> None:
-                nonlocal count
-                digest.update(chunk)
-                handle.write(chunk)
-                count += len(chunk)
+        def emit(chunk: bytes) -> None:
+            nonlocal count
+            digest.update(chunk)
+            handle.write(chunk)
+            count += len(chunk)
 
-            for sample in samples:
-                for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
-                    info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
-                    emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
-                    emit(payload)
-                    emit(bytes(-len(payload) % TAR_BLOCK))
-                crash_point("tar-partial")
-            end = 2 * TAR_BLOCK
-            emit(bytes(end + (-(count + end) % TAR_RECORD)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        crash_point("shard-written")
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+        for sample in samples:
+            for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
+                info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
+                emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+                emit(payload)
+                emit(bytes(-len(payload) % TAR_BLOCK))
+            crash_point("tar-partial")
+        end = 2 * TAR_BLOCK
+        emit(bytes(end + (-(count + end) % TAR_RECORD)))
+    crash_point("shard-written")
     return count, digest.hexdigest()

@@ -13,20 +13,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 from typing import Any
 
 from pipelines.index import WORK_DIR
-from pipelines.shards import TEMP_MARKER
+from schemas import storage
+from schemas.storage import TEMP_MARKER
 
 CHUNK_BYTES = 1 << 20
 
 
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with storage.open_read(path) as handle:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -35,7 +35,7 @@ def _sha256(path: str) -> str:
 def _index_rows(out: str) -> Iterator[list[dict[str, Any]]]:
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(os.path.join(out, "utterances.parquet"))
+    parquet = pq.ParquetFile(storage.open_read(storage.join(out, "utterances.parquet")))
     for group in range(parquet.num_row_groups):
         yield parquet.read_row_group(group).to_pylist()
 
@@ -50,7 +50,7 @@ def _check_members(
     keys: list[str] = []
     name = shard["path"]
     try:
-        with tarfile.open(path, "r|") as tar:
+        with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             pending: dict[str, bytes] = {}
             for member in tar:
                 key, _, suffix = member.name.partition(".")
@@ -98,30 +98,28 @@ def verify(out: str, decode: bool = True) -> tuple[list[str], dict[str, Any]]:
     """(problems, summary). No problems means the build is complete and consistent."""
     problems: list[str] = []
     for name in ("COMPLETED", "stats.json", "shards.jsonl", "utterances.parquet", "rejects.jsonl"):
-        if not os.path.isfile(os.path.join(out, name)):
+        if not storage.isfile(storage.join(out, name)):
             problems.append(f"{name} is missing")
     if problems:
         return problems, {}
-    with open(os.path.join(out, "shards.jsonl"), encoding="utf-8") as handle:
-        shards = [json.loads(line) for line in handle if line.strip()]
-    with open(os.path.join(out, "stats.json"), encoding="utf-8") as handle:
-        stats = json.load(handle)
-    with open(os.path.join(out, "rejects.jsonl"), "rb") as handle:
-        rejected = sum(1 for _ in handle)
+    lines = storage.read_bytes(storage.join(out, "shards.jsonl")).decode("utf-8").splitlines()
+    shards = [json.loads(line) for line in lines if line.strip()]
+    stats = json.loads(storage.read_bytes(storage.join(out, "stats.json")))
+    rejected = len(storage.read_bytes(storage.join(out, "rejects.jsonl")).splitlines())
     seen: set[str] = set()
     written = 0
     row_groups = _index_rows(out)
     for shard in shards:
-        path = os.path.join(out, shard["path"])
+        path = storage.join(out, shard["path"])
         rows = {row["key"]: row for row in next(row_groups, [])}
         if any(row["shard"] != shard["path"] for row in rows.values()):
             problems.append(
                 f"{shard['path']}: utterances.parquet rows out of step with shards.jsonl"
             )
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             problems.append(f"{shard['path']}: missing")
             continue
-        size = os.path.getsize(path)
+        size = storage.getsize(path)
         if size != shard["num_bytes"]:
             problems.append(
                 f"{shard['path']}: {size} bytes, shards.jsonl says {shard['num_bytes']}"
@@ -144,13 +142,13 @@ def verify(out: str, decode: bool = True) -> tuple[list[str], dict[str, Any]]:
     if next(row_groups, None) is not None:
         problems.append("utterances.parquet has rows for shards that shards.jsonl does not list")
     listed = {shard["path"] for shard in shards}
-    for folder, _dirs, files in os.walk(os.path.join(out, "shards")):
-        for file in files:
-            relative = os.path.relpath(os.path.join(folder, file), out).replace(os.sep, "/")
-            if relative not in listed:
-                kind = "a temporary file" if TEMP_MARKER in file else "a file no index lists"
-                problems.append(f"{relative}: {kind}")
-    if os.path.isdir(os.path.join(out, WORK_DIR)):
+    for below in storage.walk_files(storage.join(out, "shards")):
+        relative = f"shards/{below}"
+        if relative not in listed:
+            temporary = TEMP_MARKER in storage.basename(relative)
+            kind = "a temporary file" if temporary else "a file no index lists"
+            problems.append(f"{relative}: {kind}")
+    if storage.isdir(storage.join(out, WORK_DIR)):
         problems.append(f"{WORK_DIR}/ is still there: the build did not finish cleanly")
     if written != stats["written"] or written != sum(s["num_samples"] for s in shards):
         problems.append(

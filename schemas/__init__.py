@@ -1,5 +1,7 @@
-"""The record and its rules: Utterance, Arrow + JSON schema, language codes, geo, keys. No I/O."""
+"""The record and its rules: Utterance, Arrow + JSON schema, language codes, geo, keys; and
+the one file layer (local paths and gs:// URLs alike)."""
 
+from schemas import storage
 from schemas.errors import (
     AudioError,
     BuildError,
@@ -46,6 +48,7 @@ __all__ = [
     "language_name",
     "make_key",
     "resolve_language",
+    "storage",
     "validate_key",
     "validate_lat_lon",
 ]

@@ -142,6 +142,12 @@ def build(
         _fail(error, 2)
     except (BuildError, VoxshardError) as error:
         _fail(error, 1)
+    if stats.get("dry_run"):
+        typer.echo(
+            f"dry run: job built from {stats['sources']} source table(s) with "
+            f"{stats['steps']} step(s); not submitted, OUT untouched"
+        )
+        return
     typer.echo(
         f"wrote {stats['written']} utterances ({stats['hours']:.3f} h) in "
         f"{stats['shards']['count']} shard(s); rejected {stats['rejected']} -> {out}"

@@ -1,0 +1,92 @@
+"""Dataflow readiness, offline: the job is built and validated with --dry_run=True (Beam builds
+the Dataflow job and the sdist of this checkout for the workers, and submits nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.build import BuildConfig, plan_run
+from schemas import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+DATAFLOW = [
+    "--runner",
+    "DataflowRunner",
+    "--project",
+    "voxshard-test",
+    "--region",
+    "us-central1",
+    "--temp_location",
+    "gs://voxshard-test-bucket/tmp",
+]
+
+
+def voxshard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voxshard", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_dataflow_dry_run_builds_the_job_offline(cv_root: Path) -> None:
+    result = voxshard(
+        "build",
+        "commonvoice",
+        str(cv_root),
+        "--out",
+        "gs://voxshard-test-bucket/builds/cv",
+        "--",
+        *DATAFLOW,
+        "--dry_run=True",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dry run: job built from 9 source table(s)" in result.stdout
+    assert "not submitted, OUT untouched" in result.stdout
+    # the checkout was packaged for the workers, and the local ROOT was flagged
+    assert "--setup_file" in result.stderr and "pyproject.toml" in result.stderr
+    assert "workers cannot read" in result.stderr
+
+
+def test_dataflow_refuses_a_local_out_and_root(cv_root: Path, tmp_path: Path) -> None:
+    result = voxshard("build", "commonvoice", str(cv_root), "--out", str(tmp_path), "--", *DATAFLOW)
+    assert result.returncode == 2
+    assert "workers cannot write" in result.stderr and "gs://BUCKET" in result.stderr
+    assert "workers cannot read" in result.stderr and "gsutil -m rsync" in result.stderr
+
+
+def test_local_runners_run_in_process(cv_root: Path, tmp_path: Path) -> None:
+    config = BuildConfig("commonvoice", str(cv_root), str(tmp_path / "out"), workers=2)
+    plan = plan_run(config, ["--runner", "DirectRunner"])
+    assert plan.local and not plan.dry_run and plan.runner is not None
+    assert plan.options.get_all_options()["direct_num_workers"] == 2
+
+
+def test_a_packaged_job_is_left_as_given(cv_root: Path) -> None:
+    config = BuildConfig("commonvoice", str(cv_root), "gs://voxshard-test-bucket/out")
+    image = "us-docker.pkg.dev/p/r/voxshard:1"
+    plan = plan_run(config, [*DATAFLOW, "--sdk_container_image", image, "--dry_run=True"])
+    assert not plan.local and plan.dry_run
+    assert plan.options.get_all_options()["setup_file"] is None
+    with pytest.raises(ConfigError, match=r"--geo .* is local; workers read it"):
+        plan_run(
+            BuildConfig(
+                "commonvoice",
+                str(cv_root),
+                "gs://voxshard-test-bucket/out",
+                geo=str(write_geo(cv_root)),
+            ),
+            [*DATAFLOW, "--sdk_container_image", image],
+        )
+
+
+def write_geo(folder: Path) -> Path:
+    path = folder / "geo.tsv"
+    path.write_text("speaker\tlat\tlon\n", encoding="utf-8")
+    return path
