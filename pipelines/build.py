@@ -23,6 +23,7 @@ from corpora.geo_table import read_geo_table
 from normalizers import EMPTY, check_policy, read_lexicon
 from pipelines import index
 from pipelines.audio import AudioConfig
+from pipelines.faults import crash_point
 from pipelines.records import Reject, TextOptions, make_samples, merge_duplicates
 from pipelines.shards import (
     Sample,
@@ -252,6 +253,7 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
                 self.encoded.inc()
                 self.progress.add(result.duration_s)
                 yield result
+        crash_point("make-samples")
 
 
 class WriteShards(beam.DoFn):  # type: ignore[misc]
@@ -415,9 +417,9 @@ def prepare_output(config: BuildConfig, overwrite: bool) -> None:
             index.remove_temporaries(out)
     elif storage.exists(out) and not storage.isdir(out):
         raise ConfigError(f"OUT {out!r} exists and is not a folder")
-    storage.makedirs(out)
     marker = {"config_hash": config.config_hash(), "config": config.identity()}
     try:
+        storage.makedirs(out)
         storage.write_atomic(marker_path, index.dumps_json(marker))
     except OSError as error:
         raise BuildError(
@@ -468,6 +470,8 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
     options = PipelineOptions(list(beam_args))
     runner_name = options.view_as(StandardOptions).runner
     dry_run = bool(options.view_as(TestOptions).dry_run)
+    if runner_name == "BundleBasedDirectRunner":  # the local runner that retries bundles
+        return RunPlan(None, options, local=True, dry_run=dry_run)
     if runner_name is None or runner_name in LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -519,6 +523,20 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
     return RunPlan(None, options, local=False, dry_run=dry_run)
 
 
+def _failure_message(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+    hint = ""
+    if "Errno 28" in cause or "No space left" in cause:
+        hint = "free space where OUT lives (and its temp folder), "
+    elif "Errno 13" in cause or "Errno 30" in cause or "Permission denied" in cause:
+        hint = "make OUT writable, "
+    return (
+        f"the pipeline failed: {cause[:500]}; no COMPLETED was written. To finish: {hint}then "
+        "rerun the same command (shards already published are kept and rewritten identically)"
+    )
+
+
 def run_build(
     config: BuildConfig, beam_args: Sequence[str] = (), overwrite: bool = False
 ) -> dict[str, Any]:
@@ -536,7 +554,10 @@ def run_build(
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(pipeline, config, sources)
-    result = pipeline.run()
+    try:
+        result = pipeline.run()
+    except Exception as error:  # Beam wraps worker errors; keep the cause's own words
+        raise BuildError(_failure_message(error)) from error
     if plan.dry_run:
         job = getattr(result, "job", None)
         transforms = getattr(job, "proto_pipeline", None)

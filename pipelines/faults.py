@@ -1,26 +1,52 @@
-"""Fault injection for crash tests: ``VOXSHARD_CRASH_AT=<point>:<n>`` kills the process with
-SIGKILL the n-th time it reaches ``point`` (per process). Points: ``tar-partial`` (a shard's
-temp file half written), ``shard-written`` (after a shard's rename), ``index-written``
-(utterances.parquet renamed, before stats.json and COMPLETED). Unset, it costs one dict lookup.
+"""Fault injection for fault tests; unset, each point costs one dict lookup.
+
+``VOXSHARD_CRASH_AT=<point>:<n>`` kills the process with SIGKILL the n-th time it reaches
+``point`` (per process). ``VOXSHARD_FAIL_AT=<point>:<n>`` raises InjectedFaultError once, the n-th
+time (a transient error a runner's bundle retry gets past); ``VOXSHARD_FAIL_AT=<point>:<n>:enospc``
+raises OSError(ENOSPC) from the n-th time on (a full disk).
+
+Points: ``make-samples`` (after a source file's samples were emitted), ``tar-partial`` (a
+shard's temp file half written), ``shard-written`` (after a shard was published),
+``index-written`` (utterances.parquet published, before stats.json and COMPLETED).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections import Counter
 
-ENV = "VOXSHARD_CRASH_AT"
+CRASH_ENV = "VOXSHARD_CRASH_AT"
+FAIL_ENV = "VOXSHARD_FAIL_AT"
 _reached: Counter[str] = Counter()
 
 
+class InjectedFaultError(RuntimeError):
+    """A transient failure raised on purpose by VOXSHARD_FAIL_AT."""
+
+
+def _parse(spec: str) -> tuple[str, int, str]:
+    name, _, rest = spec.partition(":")
+    count, _, kind = rest.partition(":")
+    return name, int(count or "1"), kind
+
+
 def crash_point(point: str) -> None:
-    spec = os.environ.get(ENV)
-    if not spec:
-        return
-    name, _, count = spec.partition(":")
-    if name != point:
+    crash = os.environ.get(CRASH_ENV)
+    fail = os.environ.get(FAIL_ENV)
+    if not crash and not fail:
         return
     _reached[point] += 1
-    if _reached[point] >= int(count or "1"):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if crash:
+        name, count, _kind = _parse(crash)
+        if name == point and _reached[point] >= count:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if fail:
+        name, count, kind = _parse(fail)
+        if name != point:
+            return
+        if kind == "enospc" and _reached[point] >= count:
+            raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
+        if not kind and _reached[point] == count:
+            raise InjectedFaultError(f"injected transient failure at {point} (reach {count})")

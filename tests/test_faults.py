@@ -1,0 +1,87 @@
+"""Builds under injected faults (pipelines/faults.py): retried bundles, a full disk, an
+unwritable OUT. Each runs the CLI in its own process, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tree_digest
+from pipelines.build import BuildConfig, run_build
+from pipelines.verify import verify
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def voxshard_build(
+    root: Path, out: Path, *beam_args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "voxshard", "build", "commonvoice", str(root)]
+    command += ["--out", str(out), "--shard-size", "0.03"]
+    if beam_args:
+        command += ["--", *beam_args]
+    return subprocess.run(
+        command,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def reference(cv_root: Path, tmp_path: Path) -> dict[str, str]:
+    out = tmp_path / "reference"
+    run_build(BuildConfig("commonvoice", str(cv_root), str(out), shard_size_mb=0.03))
+    return tree_digest(out)
+
+
+@pytest.mark.parametrize("point", ["make-samples:4", "shard-written:2"])
+def test_a_retried_bundle_gives_exact_output_without_duplicates(
+    cv_root: Path, tmp_path: Path, reference: dict[str, str], point: str
+) -> None:
+    """The BundleBasedDirectRunner retries a failed bundle, as Dataflow does: outputs of the
+    failed attempt are dropped, and a shard written before the failure is written again with
+    the same name and bytes."""
+    out = tmp_path / "out"
+    result = voxshard_build(
+        cv_root, out, "--runner", "BundleBasedDirectRunner", env={"VOXSHARD_FAIL_AT": point}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "injected transient failure" in result.stderr  # it failed, and was retried
+    assert tree_digest(out) == reference
+    problems, summary = verify(str(out))
+    assert problems == [] and summary["samples"] == 11
+
+
+def test_a_full_disk_fails_loudly_and_the_rerun_completes(
+    cv_root: Path, tmp_path: Path, reference: dict[str, str]
+) -> None:
+    out = tmp_path / "out"
+    full = voxshard_build(cv_root, out, env={"VOXSHARD_FAIL_AT": "tar-partial:3:enospc"})
+    assert full.returncode == 1
+    message = full.stderr.strip().splitlines()[-1]
+    assert message.startswith("voxshard: error: the pipeline failed: OSError: [Errno 28]")
+    assert "no COMPLETED was written" in message and "free space where OUT lives" in message
+    assert not (out / "COMPLETED").exists()
+    for relative, digest in tree_digest(out).items():
+        name = os.path.basename(relative)
+        if relative.startswith("shards/") and not name.startswith("."):
+            assert digest == reference[relative]  # final names hold complete files only
+    rerun = voxshard_build(cv_root, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert tree_digest(out) == reference
+
+
+def test_an_unwritable_out_is_refused_before_any_work(cv_root: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = voxshard_build(cv_root, blocker / "out")
+    assert result.returncode == 1
+    assert "cannot write to OUT" in result.stderr and "choose a writable location" in result.stderr
+    assert blocker.read_text() == "not a folder"
