@@ -19,6 +19,7 @@ from schemas import AudioError, storage
 
 FloatArray = npt.NDArray[np.float32]
 READ_BLOCK_FRAMES = 1 << 16
+MAX_CHANNELS = 2  # speech corpora are mono or stereo; a 6-channel file is not one voice
 SHORTEN_MAGIC = b"sample_coding -s"
 
 
@@ -117,6 +118,10 @@ class SpanReader:
         rest = self._read(None, keep=True, mono=False)
         frames = np.concatenate([first, rest]) if rest.size else first
         return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+
+    @property
+    def channels(self) -> int:
+        return int(self.handle.channels)
 
     @property
     def sample_rate(self) -> int:
@@ -288,6 +293,10 @@ def process_file(
         reader = SpanReader(path)
     except AudioError as error:
         return [error] * len(requests)
+    if reader.channels > MAX_CHANNELS:
+        reader.close()
+        detail = f"{reader.channels} channels; mono and stereo are mixed down, more are not"
+        return [AudioError("decode", "too many channels", detail)] * len(requests)
     results: list[EncodedAudio | AudioError] = []
     with reader:
         for spans in requests:

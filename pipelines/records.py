@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,7 +19,12 @@ from schemas import (
     UnknownLanguageError,
     Utterance,
     resolve_language,
+    storage,
 )
+
+# A longer transcript is not one utterance's (60 s of fast speech is ~1,200 characters); it is
+# rejected before its audio is decoded, so a corrupt table cannot fill memory or the index.
+MAX_TRANSCRIPT_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,19 @@ def make_samples(
     """
     resolved = []
     for item in sorted(items, key=lambda u: (u.start_s or 0.0, u.key)):
+        longest = max(len(item.transcript or ""), len(item.transcript_normalized or ""))
+        if longest > MAX_TRANSCRIPT_CHARS:
+            detail = f"{longest} characters; an utterance may have {MAX_TRANSCRIPT_CHARS}"
+            yield Reject(item.key, item.origin, "text", "transcript too long", detail)
+            continue
         try:
             resolved.append((item, resolve_language(item.source_language)))
         except UnknownLanguageError as error:
             yield Reject(item.key, item.origin, "language", "unknown language", error.tag)
+    if not resolved:
+        return
     results = process_file(
-        os.path.join(options.base_dir, audio_path), [_spans(item) for item, _ in resolved], audio
+        storage.join(options.base_dir, audio_path), [_spans(item) for item, _ in resolved], audio
     )
     for (item, language), result in zip(resolved, results, strict=True):
         if isinstance(result, AudioError):

@@ -323,3 +323,48 @@ def test_build_pipeline_runs_under_test_pipeline(cv_root: Path, tmp_path: Path) 
         build_pipeline(p, config, ["pl/train.tsv"])
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["written"] == 2
     assert archive_bytes(0) == 10240
+
+
+def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    """NaN samples, too many channels, a line over 1 MiB, an absurd transcript, non-UTF-8
+    bytes, out-of-range lat/lon; control characters are dropped from the normalized text."""
+    folder = tmp_path / "m"
+    write_audio(folder / "good.wav", tone(440, 1.0, 16000), 16000, "wav")
+    nan = tone(440, 1.0, 16000)
+    nan[100] = np.nan
+    sf.write(folder / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(folder / "six.wav", np.tile(tone(440, 1.0, 16000)[:, None], (1, 6)), 16000)
+    header = "id\tpath\tlanguage\ttranscript\tlat\tlon"
+    lines = [
+        header,
+        "good\tgood.wav\ten\thello\x07 wor\x1bld\t\t",
+        "nan\tnan.wav\ten\t\t\t",
+        "six\tsix.wav\ten\t\t\t",
+        "chatty\tgood.wav\ten\t" + "la " * 2000 + "\t\t",
+        "huge\tgood.wav\ten\t" + "x" * (1 << 20) + "\t\t",
+        "geo\tgood.wav\ten\t\t91.5\t10",
+    ]
+    payload = ("\n".join(lines) + "\n").encode()
+    payload += b"latin1\tgood.wav\ten\tcaf\xe9\t\t\n"
+    (folder / "manifest.tsv").write_bytes(payload)
+    out = tmp_path / "out"
+    stats = build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    check_contract(out)
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert {(r["key"], r["stage"], r["reason"]) for r in rejects} == set(
+        [
+            ("manifest_nan", "validate", "non-finite samples (NaN or inf)"),
+            ("manifest_six", "decode", "too many channels"),
+            ("manifest_chatty", "text", "transcript too long"),
+            (None, "parse", "line too long"),
+            (None, "parse", "invalid lat/lon"),
+            (None, "parse", "not valid UTF-8"),
+        ]
+    )
+    details = {r["reason"]: r["detail"] for r in rejects}
+    assert details["transcript too long"] == "5999 characters; an utterance may have 4096"
+    assert details["too many channels"].startswith("6 channels")
+    assert stats["discovered"] == 7 and stats["written"] == 1 and stats["rejected"] == 6
+    [row] = pq.read_table(out / "utterances.parquet").to_pylist()
+    assert row["transcript"]["raw"] == "hello\x07 wor\x1bld"
+    assert row["transcript"]["normalized"] == "hello world"
