@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +36,7 @@ from pipelines.shards import (
     shard_name,
     write_tar,
 )
+from pipelines.spill import SampleRef, SpillReader, SpillWriter
 from schemas import (
     SCHEMA_VERSION,
     BuildError,
@@ -220,10 +223,13 @@ class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
 
 
 class MakeSamples(beam.DoFn):  # type: ignore[misc]
-    """(audio path, items) -> samples: the file is decoded once for all its segments."""
+    """(audio path, items) -> samples: the file is decoded once for all its segments.
 
-    def __init__(self, config: BuildConfig) -> None:
+    With a spill folder the samples' bytes go to a file per bundle and SampleRefs go on."""
+
+    def __init__(self, config: BuildConfig, spill_dir: str | None = None) -> None:
         self.config = config
+        self.spill_dir = spill_dir
 
     def setup(self) -> None:
         self.options = self.config.corpus_options()
@@ -233,6 +239,14 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
         self.progress = _Progress("audio")
         self.rejected = beam.metrics.Metrics.counter("voxshard", "rejected")
         self.encoded = beam.metrics.Metrics.counter("voxshard", "encoded")
+        self.spill: SpillWriter | None = None
+
+    def start_bundle(self) -> None:
+        self.spill = None if self.spill_dir is None else SpillWriter(self.spill_dir)
+
+    def finish_bundle(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
 
     def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
         audio_path, items = element
@@ -252,19 +266,28 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
             else:
                 self.encoded.inc()
                 self.progress.add(result.duration_s)
-                yield result
+                yield result if self.spill is None else self.spill.add(result)
         crash_point("make-samples")
 
 
 class WriteShards(beam.DoFn):  # type: ignore[misc]
-    """((group, bucket), samples) -> sorted samples cut into size-bounded tars + index rows."""
+    """((group, bucket), samples) -> sorted samples cut into size-bounded tars + index rows.
 
-    def __init__(self, config: BuildConfig) -> None:
+    Payloads of SampleRefs are read back from the spill one sample at a time."""
+
+    def __init__(self, config: BuildConfig, spill_dir: str | None = None) -> None:
         self.config = config
+        self.spill_dir = spill_dir
+
+    def setup(self) -> None:
+        self.spill = SpillReader(self.spill_dir or "")
+
+    def teardown(self) -> None:
+        self.spill.close()
 
     def process(
         self,
-        element: tuple[tuple[tuple[str, str, str], int], Iterable[Sample]],
+        element: tuple[tuple[tuple[str, str, str], int], Iterable[Sample | SampleRef]],
         offsets: dict[tuple[tuple[str, str, str], int], int],
     ) -> Iterator[ShardInfo]:
         (group, bucket), values = element
@@ -277,8 +300,10 @@ class WriteShards(beam.DoFn):  # type: ignore[misc]
             start += count
             relative = f"shards/{lang}/{shard_name(corpus, split, number)}"
             number += 1
-            num_bytes, sha256 = write_tar(storage.join(self.config.out, relative), part)
-            index.write_fragment(self.config.out, relative, part)
+            records: list[bytes] = []
+            loaded = _keeping_json(self.spill.load_all(part), records)
+            num_bytes, sha256 = write_tar(storage.join(self.config.out, relative), loaded)
+            index.write_fragment(self.config.out, relative, records)
             LOG.debug("wrote %s (%d samples, %.1f MB)", relative, len(part), num_bytes / MB)
             yield ShardInfo(
                 path=relative,
@@ -290,6 +315,13 @@ class WriteShards(beam.DoFn):  # type: ignore[misc]
                 duration_s=round(sum(s.duration_s for s in part), 6),
                 sha256=sha256,
             )
+
+
+def _keeping_json(samples: Iterable[Sample], records: list[bytes]) -> Iterator[Sample]:
+    """Pass samples through, appending each one's JSON record to ``records``."""
+    for sample in samples:
+        records.append(sample.json)
+        yield sample
 
 
 def _part_counts(
@@ -310,8 +342,11 @@ def _offsets(
         offset += parts
 
 
-def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
-    """Wire the build onto pipeline ``p``. ``sources`` are the corpus's table paths."""
+def build_pipeline(
+    p: Any, config: BuildConfig, sources: Sequence[str], spill_dir: str | None = None
+) -> None:
+    """Wire the build onto pipeline ``p``. ``sources`` are the corpus's table paths;
+    ``spill_dir`` a local folder all workers share (local runners), or None."""
     bound = config.shard_size_bytes
 
     parsed = (
@@ -330,7 +365,8 @@ def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
         deduped.items
         | "KeyByAudio" >> beam.Map(lambda item: (item.audio_path, item))
         | "GroupByAudio" >> beam.GroupByKey()
-        | "MakeSamples" >> beam.ParDo(MakeSamples(config)).with_outputs(REJECTS, main="samples")
+        | "MakeSamples"
+        >> beam.ParDo(MakeSamples(config, spill_dir)).with_outputs(REJECTS, main="samples")
     )
     samples = made.samples
 
@@ -354,7 +390,7 @@ def build_pipeline(p: Any, config: BuildConfig, sources: Sequence[str]) -> None:
     shards = (
         keyed
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(config), beam.pvalue.AsDict(offsets))
+        | "WriteShards" >> beam.ParDo(WriteShards(config, spill_dir), beam.pvalue.AsDict(offsets))
     )
 
     rejects_summary = (
@@ -523,6 +559,16 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
     return RunPlan(None, options, local=False, dry_run=dry_run)
 
 
+def _spill_dir(config: BuildConfig) -> str:
+    """A fresh local folder for spilled samples: OUT/.work/spill, or a temp folder when OUT
+    is a URL (spill files are read back at random offsets, which local disks do best)."""
+    if storage.is_remote(config.out):
+        return tempfile.mkdtemp(prefix="voxshard-spill-")
+    folder = storage.join(config.out, index.WORK_DIR, "spill")
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's spill is never reused
+    return folder
+
+
 def _failure_message(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
@@ -552,12 +598,16 @@ def run_build(
     sources = spec.list_sources(config.corpus_options())
     LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
     started = time.monotonic()
+    spill_dir = _spill_dir(config) if plan.local else None
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources)
+    build_pipeline(pipeline, config, sources, spill_dir)
     try:
         result = pipeline.run()
     except Exception as error:  # Beam wraps worker errors; keep the cause's own words
         raise BuildError(_failure_message(error)) from error
+    finally:
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     if plan.dry_run:
         job = getattr(result, "job", None)
         transforms = getattr(job, "proto_pipeline", None)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.faults import crash_point
 from pipelines.records import Reject
-from pipelines.shards import Sample, ShardInfo
+from pipelines.shards import ShardInfo
 from schemas import SCHEMA_VERSION, arrow_schema, storage
 from schemas.storage import TEMP_MARKER
 
@@ -46,11 +46,12 @@ def fragment_path(out: str, shard_path: str) -> str:
     return storage.join(out, WORK_DIR, "index", shard_path[: -len(".tar")] + ".parquet")
 
 
-def write_fragment(out: str, shard_path: str, samples: Sequence[Sample]) -> None:
+def write_fragment(out: str, shard_path: str, records: Sequence[bytes]) -> None:
+    """The index rows of one shard, from its samples' JSON records, in shard order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{**json.loads(sample.json), "shard": shard_path} for sample in samples]
+    rows = [{**json.loads(record), "shard": shard_path} for record in records]
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression=PARQUET_COMPRESSION)
