@@ -145,6 +145,7 @@ def lhotse_python() -> str | None:
 def reading(build: str) -> dict[str, float]:
     """Audio seconds per CPU second: raw tar iteration, decode-only, the training stream."""
     import soundfile as sf
+    import webdataset.tariterators  # noqa: F401  (imported before any timing)
 
     from training.data import CorruptCounter, LanguageStream, discover
 

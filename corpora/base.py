@@ -12,7 +12,7 @@ from schemas import CorpusFormatError, UnknownLanguageError, resolve_language, s
 MAX_LINE_BYTES = 1 << 20  # a table row longer than 1 MiB is malformed (and not read whole)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceUtterance:
     """One utterance as the source describes it; points at audio instead of holding it."""
 

@@ -27,7 +27,7 @@ from schemas import (
 MAX_TRANSCRIPT_CHARS = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reject:
     """One source item that was not written, and why. One line of rejects.jsonl."""
 

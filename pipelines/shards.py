@@ -23,7 +23,7 @@ GNU_NAME_LIMIT = 100
 BUCKET_FILL = 0.85  # aim buckets at 85 % of --shard-size so few need a second part
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One encoded utterance on its way into a shard."""
 

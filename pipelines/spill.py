@@ -21,7 +21,7 @@ from typing import IO
 from pipelines.shards import Sample, member_bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleRef:
     """A Sample whose payload waits in ``spill_dir/file`` at ``offset``."""
 

@@ -183,3 +183,29 @@ def test_gs_build_and_verify_against_the_emulator(
     }
     problems, summary = verify(out_url)
     assert problems == [] and summary["samples"] == 11
+
+
+def test_the_training_stream_reads_a_build_at_a_url(
+    cv_root: Path, tmp_path: Path, memory_url: str
+) -> None:
+    from training.data import CorruptCounter, LanguageStream, discover
+
+    local_out = tmp_path / "out"
+    run_build(BuildConfig("commonvoice", str(cv_root), str(local_out), shard_size_mb=0.05))
+    upload_tree(local_out, storage.join(memory_url, "out"))
+
+    def first_epoch(build: str) -> list[tuple[str, int, float]]:
+        found = discover([build], ("train",))
+        rows = []
+        for language, shards in sorted(found.shards.items()):
+            stream = LanguageStream(language, shards, 0, 1, 0, CorruptCounter())
+            while True:
+                item = stream.next()
+                if stream.epoch > 0:  # the first item of the next epoch
+                    break
+                rows.append((item.key, len(item.audio), float(item.audio.sum())))
+        return rows
+
+    local = first_epoch(str(local_out))
+    assert len(local) == 7  # en 3, pl 2, de 2 train clips
+    assert first_epoch(storage.join(memory_url, "out")) == local

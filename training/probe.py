@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,6 @@ import torch
 
 from schemas import ConfigError
 from training.config import TrainConfig, apply
-from training.data import every_shard
 from training.features import LogMel
 from training.masr import mean_pool
 from training.model import build_encoder
@@ -38,6 +38,11 @@ def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:
         {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     )
     return encoder.eval(), config
+
+
+def every_shard(urls: Iterator[Any]) -> Iterator[Any]:
+    """A webdataset splitter that keeps every shard (the probe reads on one process)."""
+    yield from urls
 
 
 def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.ndarray]]:
