@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
+REPO = Path(__file__).resolve().parents[1]
 CODECS = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
     "flac": ("FLAC", "PCM_16"),
@@ -120,3 +123,15 @@ def cv_root(tmp_path: Path) -> Path:
         for split, split_rows in rows.items():
             write_tsv(root / locale / f"{split}.tsv", header, split_rows)
     return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m voxshard ARGS`` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "voxshard", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )

@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import run_cli
 from voxshard.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "voxshard", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize(

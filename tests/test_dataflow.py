@@ -3,16 +3,14 @@ the Dataflow job and the sdist of this checkout for the workers, and submits not
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from pipelines.build import BuildConfig, plan_run
 from schemas import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 DATAFLOW = [
     "--runner",
     "DataflowRunner",
@@ -25,18 +23,8 @@ DATAFLOW = [
 ]
 
 
-def voxshard(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "voxshard", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-
-
 def test_dataflow_dry_run_builds_the_job_offline(cv_root: Path) -> None:
-    result = voxshard(
+    result = run_cli(
         "build",
         "commonvoice",
         str(cv_root),
@@ -55,7 +43,7 @@ def test_dataflow_dry_run_builds_the_job_offline(cv_root: Path) -> None:
 
 
 def test_dataflow_refuses_a_local_out_and_root(cv_root: Path, tmp_path: Path) -> None:
-    result = voxshard("build", "commonvoice", str(cv_root), "--out", str(tmp_path), "--", *DATAFLOW)
+    result = run_cli("build", "commonvoice", str(cv_root), "--out", str(tmp_path), "--", *DATAFLOW)
     assert result.returncode == 2
     assert "workers cannot write" in result.stderr and "gs://BUCKET" in result.stderr
     assert "workers cannot read" in result.stderr and "gsutil -m rsync" in result.stderr

@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import tree_digest
+from conftest import run_cli, tree_digest
 from pipelines.build import BuildConfig, run_build
 from pipelines.verify import verify
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def voxshard_build(
     root: Path, out: Path, *beam_args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "voxshard", "build", "commonvoice", str(root)]
-    command += ["--out", str(out), "--shard-size", "0.03"]
-    if beam_args:
-        command += ["--", *beam_args]
-    return subprocess.run(
-        command,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    args = ["build", "commonvoice", str(root), "--out", str(out), "--shard-size", "0.03"]
+    return run_cli(*args, *(["--", *beam_args] if beam_args else []), env=env)
 
 
 @pytest.fixture
