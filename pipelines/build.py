@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from pipelines.shards import (
     bucket_count,
     cut_parts,
     shard_name,
+    stable_hash,
     write_tar,
 )
 from pipelines.spill import SampleRef, SpillReader, SpillWriter
@@ -52,6 +54,10 @@ TOOL_VERSION = "0.1.0"
 MB = 1_000_000
 REJECTS = "rejects"
 MERGED = "merged"
+# Buckets for the pre-decode GroupByKeys: enough for local worker processes, and on Dataflow
+# enough keys to spread MakeSamples over thousands of cores.
+LOCAL_KEY_BUCKETS = 64
+REMOTE_KEY_BUCKETS = 16384
 
 
 @dataclass(frozen=True)
@@ -209,21 +215,37 @@ class ParseSource(beam.DoFn):  # type: ignore[misc]
             )
 
 
+def group_by(items: Iterable[SourceUtterance], field: str) -> list[list[SourceUtterance]]:
+    """A key bucket's items grouped by ``field`` (key or audio_path), in field order."""
+    groups: dict[str, list[SourceUtterance]] = defaultdict(list)
+    for item in items:
+        groups[getattr(item, field)].append(item)
+    return [groups[name] for name in sorted(groups)]
+
+
 class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
+    """(key bucket, items) -> one item per key; other listings merged or rejected."""
+
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
 
-    def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
-        kept, rejects, merged = merge_duplicates(element[1], self.config.corpus_options())
-        yield kept
-        for reject in rejects:
-            yield beam.pvalue.TaggedOutput(REJECTS, reject)
+    def setup(self) -> None:
+        self.options = self.config.corpus_options()
+
+    def process(self, element: tuple[int, Iterable[SourceUtterance]]) -> Iterator[Any]:
+        merged = 0
+        for same_key in group_by(element[1], "key"):
+            kept, rejects, count = merge_duplicates(same_key, self.options)
+            merged += count
+            yield kept
+            for reject in rejects:
+                yield beam.pvalue.TaggedOutput(REJECTS, reject)
         if merged:
             yield beam.pvalue.TaggedOutput(MERGED, merged)
 
 
 class MakeSamples(beam.DoFn):  # type: ignore[misc]
-    """(audio path, items) -> samples: the file is decoded once for all its segments.
+    """(audio bucket, items) -> samples: each file is decoded once for all its segments.
 
     With a spill folder the samples' bytes go to a file per bundle and SampleRefs go on."""
 
@@ -248,26 +270,26 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
         if self.spill is not None:
             self.spill.close()
 
-    def process(self, element: tuple[str, Iterable[SourceUtterance]]) -> Iterator[Any]:
-        audio_path, items = element
-        results = make_samples(
-            audio_path,
-            items,
-            self.options,
-            self.audio,
-            self.geo_table,
-            self.text,
-            self.config.language_geo,
-        )
-        for result in results:
-            if isinstance(result, Reject):
-                self.rejected.inc()
-                yield beam.pvalue.TaggedOutput(REJECTS, result)
-            else:
-                self.encoded.inc()
-                self.progress.add(result.duration_s)
-                yield result if self.spill is None else self.spill.add(result)
-        crash_point("make-samples")
+    def process(self, element: tuple[int, Iterable[SourceUtterance]]) -> Iterator[Any]:
+        for same_audio in group_by(element[1], "audio_path"):
+            results = make_samples(
+                same_audio[0].audio_path,
+                same_audio,
+                self.options,
+                self.audio,
+                self.geo_table,
+                self.text,
+                self.config.language_geo,
+            )
+            for result in results:
+                if isinstance(result, Reject):
+                    self.rejected.inc()
+                    yield beam.pvalue.TaggedOutput(REJECTS, result)
+                else:
+                    self.encoded.inc()
+                    self.progress.add(result.duration_s)
+                    yield result if self.spill is None else self.spill.add(result)
+            crash_point("make-samples")
 
 
 class WriteShards(beam.DoFn):  # type: ignore[misc]
@@ -343,10 +365,19 @@ def _offsets(
 
 
 def build_pipeline(
-    p: Any, config: BuildConfig, sources: Sequence[str], spill_dir: str | None = None
+    p: Any,
+    config: BuildConfig,
+    sources: Sequence[str],
+    spill_dir: str | None = None,
+    key_buckets: int = REMOTE_KEY_BUCKETS,
 ) -> None:
     """Wire the build onto pipeline ``p``. ``sources`` are the corpus's table paths;
-    ``spill_dir`` a local folder all workers share (local runners), or None."""
+    ``spill_dir`` a local folder all workers share (local runners), or None.
+
+    Items are grouped by a stable hash of their key (then of their audio path) into
+    ``key_buckets`` buckets rather than one group per key: a GroupByKey's per-key cost is what
+    the in-process runner holds in memory for every item. The output does not depend on it.
+    """
     bound = config.shard_size_bytes
 
     parsed = (
@@ -356,14 +387,14 @@ def build_pipeline(
     )
     deduped = (
         parsed.items
-        | "KeyByKey" >> beam.Map(lambda item: (item.key, item))
+        | "KeyByKey" >> beam.Map(lambda item: (stable_hash(item.key) % key_buckets, item))
         | "GroupByKey" >> beam.GroupByKey()
         | "MergeDuplicates"
         >> beam.ParDo(MergeDuplicates(config)).with_outputs(REJECTS, MERGED, main="items")
     )
     made = (
         deduped.items
-        | "KeyByAudio" >> beam.Map(lambda item: (item.audio_path, item))
+        | "KeyByAudio" >> beam.Map(lambda item: (stable_hash(item.audio_path) % key_buckets, item))
         | "GroupByAudio" >> beam.GroupByKey()
         | "MakeSamples"
         >> beam.ParDo(MakeSamples(config, spill_dir)).with_outputs(REJECTS, main="samples")
@@ -559,6 +590,16 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
     return RunPlan(None, options, local=False, dry_run=dry_run)
 
 
+def _use_system_allocator_for_arrow() -> None:
+    """Arrow's default allocator (mimalloc) keeps freed memory for reuse, so the index tables
+    of one shard after another raised a local build's peak RSS by tens of MiB; the system
+    allocator returns it. Set for this process and the worker processes it starts."""
+    import pyarrow as pa
+
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _spill_dir(config: BuildConfig) -> str:
     """A fresh local folder for spilled samples: OUT/.work/spill, or a temp folder when OUT
     is a URL (spill files are read back at random offsets, which local disks do best)."""
@@ -598,9 +639,12 @@ def run_build(
     sources = spec.list_sources(config.corpus_options())
     LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
     started = time.monotonic()
+    if plan.local:
+        _use_system_allocator_for_arrow()
     spill_dir = _spill_dir(config) if plan.local else None
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources, spill_dir)
+    buckets = LOCAL_KEY_BUCKETS * config.workers if plan.local else REMOTE_KEY_BUCKETS
+    build_pipeline(pipeline, config, sources, spill_dir, buckets)
     try:
         result = pipeline.run()
     except Exception as error:  # Beam wraps worker errors; keep the cause's own words

@@ -110,3 +110,54 @@ def test_spilled_samples_come_back_exactly(tmp_path: Path) -> None:
     (tmp_path / refs[3].file).write_bytes(b"short")
     with pytest.raises(OSError, match="is short"):
         SpillReader(str(tmp_path)).load(refs[3])
+
+
+def test_index_rows_from_json_match_python_rows() -> None:
+    """Arrow's JSON reader gives exactly the rows Table.from_pylist gives, edge cases included."""
+    import json
+
+    import pyarrow as pa
+
+    from pipelines.index import records_table
+    from schemas import Geo, SourceRef, Transcript, Utterance, arrow_schema
+
+    def record(key: str, **changes: object) -> bytes:
+        fields: dict[str, object] = {
+            "key": key,
+            "corpus": "c",
+            "split": "train",
+            "language": "hin",
+            "source_language": "hi-IN",
+            "speaker": None,
+            "gender": None,
+            "age": None,
+            "accent": None,
+            "geo": None,
+            "transcript": Transcript(raw=None, normalized=None),
+            "duration_s": 1.0,
+            "sample_rate": 16000,
+            "num_samples": 16000,
+            "source": SourceRef("a.wav", None, None),
+        }
+        fields.update(changes)
+        return Utterance(**fields).to_json_bytes()  # type: ignore[arg-type]
+
+    records = [
+        record("a"),
+        record(
+            "b",
+            speaker="c_\u0938\u094d\u092a\u0940\u0915\u0930",
+            geo=Geo(28.6139, 77.209, "speaker"),
+            transcript=Transcript(
+                "bell\x07 \u201cq\u201d \\ \u0928\u092e", "bell q", ["Latn", "Deva"], 0.25
+            ),
+            duration_s=0.1 + 0.2,
+            source=SourceRef("x/y.sph", 0.0, 12.345678901234567),
+        ),
+        record("c", transcript=Transcript("la " * 1300, "la " * 1300, [], 0.0), num_samples=2**40),
+    ]
+    expected = pa.Table.from_pylist(
+        [{**json.loads(r), "shard": "shards/hin/c-train-000000.tar"} for r in records],
+        schema=arrow_schema(),
+    )
+    assert records_table(records, "shards/hin/c-train-000000.tar").equals(expected)
