@@ -8,7 +8,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 # On a GPU machine: make setup TORCH='torch --index-url https://download.pytorch.org/whl/cu128'
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint format typecheck check bench clean
+.PHONY: setup demo test test-all lint format typecheck check bench bench-scale clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ bench: setup
 		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1) \
 		|| echo "espeak-ng unavailable: the corpus uses the demo synthesizer")
 	$(BIN)/python benchmarks/run.py
+
+# issue #8's scale check: peak RSS of a 10k vs a 100k-utterance build (~5 minutes)
+bench-scale: setup
+	$(BIN)/python benchmarks/run.py memory-scale
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

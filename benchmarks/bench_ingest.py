@@ -383,6 +383,31 @@ def run_memory() -> list[dict[str, Any]]:
     ]
 
 
+def run_memory_scale() -> list[dict[str, Any]]:
+    """Issue #8's scale check: peak RSS of builds of 10k vs 100k short utterances."""
+    small, large = peak_rss_mib(memory_corpus(10_000)), peak_rss_mib(memory_corpus(100_000))
+    return [
+        {
+            "group": "memory-scale",
+            "name": f"build peak RSS, {count} short utterances",
+            "value": round(value),
+            "unit": "MiB",
+            "goal": None,
+            "met": None,
+        }
+        for count, value in (("10k", small), ("100k", large))
+    ] + [
+        {
+            "group": "memory-scale",
+            "name": "peak RSS 100k / 10k",
+            "value": round(large / small, 3),
+            "unit": "x",
+            "goal": "<= 1.3x",
+            "met": large / small <= 1.3,
+        }
+    ]
+
+
 if __name__ == "__main__":
     for item in run() + run_memory():
         print(item)

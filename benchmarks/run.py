@@ -29,6 +29,10 @@ GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
     "similarity": (bench_similarity.run, 3),
     "similarity-memory": (bench_similarity.run_memory, 1),
 }
+# run only when named (`make bench-scale`): a 100k-utterance build alone takes minutes
+EXTRA_GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
+    "memory-scale": (bench_ingest.run_memory_scale, 1),
+}
 
 
 def machine() -> dict[str, Any]:
@@ -49,8 +53,14 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     only = set(sys.argv[1:])  # e.g. `python benchmarks/run.py normalizers similarity`
-    for group, (run, repeats) in GROUPS.items():
-        if only and group not in only:
+    unknown = only - set(GROUPS) - set(EXTRA_GROUPS)
+    if unknown:
+        raise SystemExit(
+            f"unknown group(s) {sorted(unknown)}: choose from {sorted(GROUPS)} "
+            f"and {sorted(EXTRA_GROUPS)}"
+        )
+    for group, (run, repeats) in {**GROUPS, **EXTRA_GROUPS}.items():
+        if (only and group not in only) or (not only and group in EXTRA_GROUPS):
             continue
         print(f"running {group} ({repeats}x) ...", file=sys.stderr, flush=True)
         for _ in range(repeats):
@@ -67,7 +77,8 @@ def main() -> None:
         results.append({**first, "value": value, "runs": [r["value"] for r in runs], "met": met})
     report = {"machine": machine(), "wall_s": round(time.time() - started, 1), "results": results}
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "latest.json"), "w") as handle:
+    name = "latest.json" if not only else "-".join(sorted(only)) + ".json"
+    with open(os.path.join(os.path.dirname(__file__), "results", name), "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"machine: {report['machine']}\n")
     print("| group | measurement | median | unit | goal | met |")
