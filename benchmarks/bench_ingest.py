@@ -353,59 +353,41 @@ def run() -> list[dict[str, Any]]:
     return rows
 
 
-def run_memory() -> list[dict[str, Any]]:
-    small, large = peak_rss_mib(memory_corpus(1000)), peak_rss_mib(memory_corpus(10_000))
-    return [
+def memory_rows(group: str, counts: tuple[int, int], goal: str) -> list[dict[str, Any]]:
+    """Peak RSS of builds of ``counts`` short utterances, and their ratio (goal <= 1.3x)."""
+    small, large = (peak_rss_mib(memory_corpus(count)) for count in counts)
+    names = [f"{count // 1000}k" for count in counts]
+    rows: list[dict[str, Any]] = [
         {
-            "group": "memory",
-            "name": "build peak RSS, 1k short utterances",
-            "value": round(small),
-            "unit": "MiB",
-            "goal": None,
-            "met": None,
-        },
-        {
-            "group": "memory",
-            "name": "build peak RSS, 10k short utterances",
-            "value": round(large),
-            "unit": "MiB",
-            "goal": None,
-            "met": None,
-        },
-        {
-            "group": "memory",
-            "name": "peak RSS 10k / 1k",
-            "value": round(large / small, 3),
-            "unit": "x",
-            "goal": "close to 1 (<= 1.3x)",
-            "met": large / small <= 1.3,
-        },
-    ]
-
-
-def run_memory_scale() -> list[dict[str, Any]]:
-    """Issue #8's scale check: peak RSS of builds of 10k vs 100k short utterances."""
-    small, large = peak_rss_mib(memory_corpus(10_000)), peak_rss_mib(memory_corpus(100_000))
-    return [
-        {
-            "group": "memory-scale",
-            "name": f"build peak RSS, {count} short utterances",
+            "group": group,
+            "name": f"build peak RSS, {name} short utterances",
             "value": round(value),
             "unit": "MiB",
             "goal": None,
             "met": None,
         }
-        for count, value in (("10k", small), ("100k", large))
-    ] + [
+        for name, value in zip(names, (small, large), strict=True)
+    ]
+    rows.append(
         {
-            "group": "memory-scale",
-            "name": "peak RSS 100k / 10k",
+            "group": group,
+            "name": f"peak RSS {names[1]} / {names[0]}",
             "value": round(large / small, 3),
             "unit": "x",
-            "goal": "<= 1.3x",
+            "goal": goal,
             "met": large / small <= 1.3,
         }
-    ]
+    )
+    return rows
+
+
+def run_memory() -> list[dict[str, Any]]:
+    return memory_rows("memory", (1000, 10_000), "close to 1 (<= 1.3x)")
+
+
+def run_memory_scale() -> list[dict[str, Any]]:
+    """Issue #8's scale check: 10k vs 100k short utterances (``make bench-scale``)."""
+    return memory_rows("memory-scale", (10_000, 100_000), "<= 1.3x")
 
 
 if __name__ == "__main__":
