@@ -8,6 +8,7 @@ and reports. Only names and frozen configs cross process boundaries.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -58,6 +59,8 @@ MERGED = "merged"
 # enough keys to spread MakeSamples over thousands of cores.
 LOCAL_KEY_BUCKETS = 64
 REMOTE_KEY_BUCKETS = 16384
+BATCH_ITEMS = 256  # items per (bucket, batch) element before the pre-decode GroupByKeys
+MAX_PENDING_ITEMS = 16384  # items a DoFn holds while it fills batches
 
 
 @dataclass(frozen=True)
@@ -192,15 +195,50 @@ class _Progress:
 # ---------------------------------------------------------------- Beam DoFns (wiring only)
 
 
-class ParseSource(beam.DoFn):  # type: ignore[misc]
-    """A table path -> SourceUtterances; malformed rows go to the rejects output."""
+class Batcher:
+    """Collects items into (bucket, batch) elements of at most BATCH_ITEMS.
 
-    def __init__(self, config: BuildConfig) -> None:
+    A GroupByKey costs Beam's local runner far more per element than per byte, so items
+    travel in batches of one bucket; ``flush`` hands out what is left."""
+
+    def __init__(self, buckets: int, field: str) -> None:
+        self.buckets = buckets
+        self.field = field
+        self.pending: dict[int, list[SourceUtterance]] = defaultdict(list)
+        self.count = 0
+
+    def add(self, item: SourceUtterance) -> Iterator[tuple[int, list[SourceUtterance]]]:
+        bucket = stable_hash(getattr(item, self.field)) % self.buckets
+        batch = self.pending[bucket]
+        batch.append(item)
+        self.count += 1
+        if len(batch) >= BATCH_ITEMS:
+            yield bucket, batch
+            self.count -= len(batch)
+            self.pending[bucket] = []
+        elif self.count >= MAX_PENDING_ITEMS:  # many buckets, few items each: bound memory
+            yield from self.flush()
+
+    def flush(self) -> Iterator[tuple[int, list[SourceUtterance]]]:
+        for bucket in sorted(self.pending):
+            if self.pending[bucket]:
+                yield bucket, self.pending[bucket]
+        self.pending.clear()
+        self.count = 0
+
+
+class ParseSource(beam.DoFn):  # type: ignore[misc]
+    """A table path -> (key bucket, batch of SourceUtterances); malformed rows go to the
+    rejects output."""
+
+    def __init__(self, config: BuildConfig, key_buckets: int) -> None:
         self.config = config
+        self.key_buckets = key_buckets
 
     def process(self, source: str) -> Iterator[Any]:
         options = self.config.corpus_options()
         spec = get_corpus(self.config.source)
+        batcher = Batcher(self.key_buckets, "key")
         try:
             for item in spec.parse_source(options, source):
                 if isinstance(item, CorpusFormatError):
@@ -208,11 +246,12 @@ class ParseSource(beam.DoFn):  # type: ignore[misc]
                         REJECTS, Reject(None, item.origin, "parse", item.reason, item.detail)
                     )
                 else:
-                    yield item
+                    yield from batcher.add(item)
         except CorpusFormatError as error:  # the whole table is unusable
             yield beam.pvalue.TaggedOutput(
                 REJECTS, Reject(None, error.origin, "parse", error.reason, error.detail)
             )
+        yield from batcher.flush()
 
 
 def group_by(items: Iterable[SourceUtterance], field: str) -> list[list[SourceUtterance]]:
@@ -224,22 +263,26 @@ def group_by(items: Iterable[SourceUtterance], field: str) -> list[list[SourceUt
 
 
 class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
-    """(key bucket, items) -> one item per key; other listings merged or rejected."""
+    """(key bucket, batches) -> (audio bucket, batch) of one item per key; other listings
+    merged or rejected."""
 
-    def __init__(self, config: BuildConfig) -> None:
+    def __init__(self, config: BuildConfig, key_buckets: int) -> None:
         self.config = config
+        self.key_buckets = key_buckets
 
     def setup(self) -> None:
         self.options = self.config.corpus_options()
 
-    def process(self, element: tuple[int, Iterable[SourceUtterance]]) -> Iterator[Any]:
+    def process(self, element: tuple[int, Iterable[list[SourceUtterance]]]) -> Iterator[Any]:
         merged = 0
-        for same_key in group_by(element[1], "key"):
+        batcher = Batcher(self.key_buckets, "audio_path")
+        for same_key in group_by(itertools.chain.from_iterable(element[1]), "key"):
             kept, rejects, count = merge_duplicates(same_key, self.options)
             merged += count
-            yield kept
+            yield from batcher.add(kept)
             for reject in rejects:
                 yield beam.pvalue.TaggedOutput(REJECTS, reject)
+        yield from batcher.flush()
         if merged:
             yield beam.pvalue.TaggedOutput(MERGED, merged)
 
@@ -270,8 +313,8 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
         if self.spill is not None:
             self.spill.close()
 
-    def process(self, element: tuple[int, Iterable[SourceUtterance]]) -> Iterator[Any]:
-        for same_audio in group_by(element[1], "audio_path"):
+    def process(self, element: tuple[int, Iterable[list[SourceUtterance]]]) -> Iterator[Any]:
+        for same_audio in group_by(itertools.chain.from_iterable(element[1]), "audio_path"):
             results = make_samples(
                 same_audio[0].audio_path,
                 same_audio,
@@ -374,27 +417,29 @@ def build_pipeline(
     """Wire the build onto pipeline ``p``. ``sources`` are the corpus's table paths;
     ``spill_dir`` a local folder all workers share (local runners), or None.
 
-    Items are grouped by a stable hash of their key (then of their audio path) into
-    ``key_buckets`` buckets rather than one group per key: a GroupByKey's per-key cost is what
-    the in-process runner holds in memory for every item. The output does not depend on it.
+    Items travel in batches grouped by a stable hash of their key (then of their audio path)
+    into ``key_buckets`` buckets, not one element per item and group per key: the in-process
+    runner holds every element between stages, and its cost is per element more than per
+    byte. The output does not depend on the bucket count or the batching.
     """
     bound = config.shard_size_bytes
 
     parsed = (
         p
         | "ListSources" >> beam.Create(list(sources))
-        | "ParseSources" >> beam.ParDo(ParseSource(config)).with_outputs(REJECTS, main="items")
+        | "ParseSources"
+        >> beam.ParDo(ParseSource(config, key_buckets)).with_outputs(REJECTS, main="items")
     )
     deduped = (
         parsed.items
-        | "KeyByKey" >> beam.Map(lambda item: (stable_hash(item.key) % key_buckets, item))
         | "GroupByKey" >> beam.GroupByKey()
         | "MergeDuplicates"
-        >> beam.ParDo(MergeDuplicates(config)).with_outputs(REJECTS, MERGED, main="items")
+        >> beam.ParDo(MergeDuplicates(config, key_buckets)).with_outputs(
+            REJECTS, MERGED, main="items"
+        )
     )
     made = (
         deduped.items
-        | "KeyByAudio" >> beam.Map(lambda item: (stable_hash(item.audio_path) % key_buckets, item))
         | "GroupByAudio" >> beam.GroupByKey()
         | "MakeSamples"
         >> beam.ParDo(MakeSamples(config, spill_dir)).with_outputs(REJECTS, main="samples")
@@ -431,7 +476,11 @@ def build_pipeline(
         | "GroupRejects" >> beam.GroupByKey()
         | "WriteRejects" >> beam.MapTuple(lambda _k, rs: index.write_rejects(config.out, rs))
     )
-    num_items = parsed.items | "CountItems" >> beam.combiners.Count.Globally()
+    num_items = (
+        parsed.items
+        | "BatchSizes" >> beam.MapTuple(lambda _bucket, batch: len(batch))
+        | "CountItems" >> beam.CombineGlobally(sum)
+    )
     num_merged = deduped[MERGED] | "CountMerged" >> beam.CombineGlobally(sum)
     completed = {
         "schema_version": SCHEMA_VERSION,
