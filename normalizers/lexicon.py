@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from normalizers.canonical import canonicalize
-from schemas import ConfigError
+from schemas import ConfigError, storage
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ def read_lexicon(path: str) -> Lexicon:
     to_latin: dict[str, str] = {}
     problems = []
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        lines = storage.read_bytes(path).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"--lexicon {path}: {error}") from error
     for number, line in enumerate(lines, start=1):

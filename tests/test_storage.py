@@ -209,3 +209,23 @@ def test_the_training_stream_reads_a_build_at_a_url(
     local = first_epoch(str(local_out))
     assert len(local) == 7  # en 3, pl 2, de 2 train clips
     assert first_epoch(storage.join(memory_url, "out")) == local
+
+
+def test_lexicon_and_geo_tables_read_from_urls(memory_url: str) -> None:
+    from corpora.geo_table import read_geo_table
+    from normalizers import read_lexicon
+
+    lexicon_url = storage.join(memory_url, "lexicon.tsv")
+    storage.write_atomic(
+        lexicon_url, "latin\tnative\nnamaste\t\u0928\u092e\u0938\u094d\u0924\u0947\n".encode()
+    )
+    assert read_lexicon(lexicon_url).to_native == {
+        "namaste": "\u0928\u092e\u0938\u094d\u0924\u0947"
+    }
+    geo_url = storage.join(memory_url, "geo.csv")
+    storage.write_atomic(geo_url, b"speaker,lat,lon\ns1,52.52,13.405\n")
+    assert read_geo_table(geo_url).lookup("manifest", "manifest_s1", "eng") == (
+        52.52,
+        13.405,
+        "speaker",
+    )
