@@ -197,15 +197,18 @@ class _Progress:
 # ---------------------------------------------------------------- Beam DoFns (wiring only)
 
 
-def pack(items: list[SourceUtterance]) -> bytes:
-    """A batch as compressed pickle bytes: the local runner keeps several copies of every
-    element's bytes between stages, and a batch of one corpus's records compresses ~5x."""
-    return zlib.compress(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL), 1)
+def pack(items: list[Any], compress: bool = True) -> bytes:
+    """A batch as (compressed) pickle bytes: the local runner keeps several copies of every
+    element's bytes between stages, and a batch of one corpus's records compresses ~5x.
+    Batches that carry FLAC bytes (remote runners) are not compressed again."""
+    payload = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+    return b"z" + zlib.compress(payload, 1) if compress else b"p" + payload
 
 
-def unpack_all(batches: Iterable[bytes]) -> Iterator[SourceUtterance]:
+def unpack_all(batches: Iterable[bytes]) -> Iterator[Any]:
     for batch in batches:
-        yield from pickle.loads(zlib.decompress(batch))
+        payload = zlib.decompress(batch[1:]) if batch[:1] == b"z" else batch[1:]
+        yield from pickle.loads(payload)
 
 
 class Batcher:
@@ -330,6 +333,7 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
             self.spill.close()
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
+        batches: dict[tuple[str, str, str], list[Sample | SampleRef]] = defaultdict(list)
         for same_audio in group_by(unpack_all(element[1]), "audio_path"):
             results = make_samples(
                 same_audio[0].audio_path,
@@ -347,8 +351,15 @@ class MakeSamples(beam.DoFn):  # type: ignore[misc]
                 else:
                     self.encoded.inc()
                     self.progress.add(result.duration_s)
-                    yield result if self.spill is None else self.spill.add(result)
+                    batch = batches[result.group]
+                    batch.append(result if self.spill is None else self.spill.add(result))
+                    if len(batch) >= BATCH_ITEMS:
+                        yield result.group, pack(batch, compress=self.spill is not None)
+                        batches[result.group] = []
             crash_point("make-samples")
+        for group in sorted(batches):
+            if batches[group]:
+                yield group, pack(batches[group], compress=self.spill is not None)
 
 
 class WriteShards(beam.DoFn):  # type: ignore[misc]
@@ -368,12 +379,12 @@ class WriteShards(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        element: tuple[tuple[tuple[str, str, str], int], Iterable[Sample | SampleRef]],
+        element: tuple[tuple[tuple[str, str, str], int], Iterable[bytes]],
         offsets: dict[tuple[tuple[str, str, str], int], int],
     ) -> Iterator[ShardInfo]:
         (group, bucket), values = element
         lang, corpus, split = group
-        samples = sorted(values, key=lambda s: s.key)
+        samples = sorted(unpack_all(values), key=lambda s: s.key)
         start = 0
         number = offsets[(group, bucket)]
         for count in cut_parts([s.tar_bytes for s in samples], self.config.shard_size_bytes):
@@ -405,11 +416,30 @@ def _keeping_json(samples: Iterable[Sample], records: list[bytes]) -> Iterator[S
         yield sample
 
 
+def _split_by_bucket(
+    group: tuple[str, str, str], batch: bytes, buckets: dict[Any, int]
+) -> Iterator[tuple[tuple[tuple[str, str, str], int], bytes]]:
+    """A group's packed batch of samples -> one packed batch per shard bucket."""
+    parts: dict[int, list[Any]] = defaultdict(list)
+    for sample in unpack_all([batch]):
+        parts[assign_bucket(sample.key, buckets[group])].append(sample)
+    for bucket in sorted(parts):
+        yield (group, bucket), pack(parts[bucket], compress=batch[:1] == b"z")
+
+
+def _sizes(batch: bytes) -> bytes:
+    return pack([(sample.key, sample.tar_bytes) for sample in unpack_all([batch])])
+
+
+def _group_bytes(batch: bytes) -> int:
+    return sum(sample.tar_bytes for sample in unpack_all([batch]))
+
+
 def _part_counts(
-    element: tuple[tuple[tuple[str, str, str], int], Iterable[tuple[str, int]]], bound: int
+    element: tuple[tuple[tuple[str, str, str], int], Iterable[bytes]], bound: int
 ) -> tuple[tuple[str, str, str], tuple[int, int]]:
-    (group, bucket), sizes = element
-    ordered = [size for _key, size in sorted(sizes)]
+    (group, bucket), batches = element
+    ordered = [size for _key, size in sorted(unpack_all(batches))]
     return group, (bucket, len(cut_parts(ordered, bound)))
 
 
@@ -464,16 +494,17 @@ def build_pipeline(
 
     buckets = (
         samples
-        | "GroupBytes" >> beam.Map(lambda s: (s.group, s.tar_bytes))
+        | "GroupBytes" >> beam.MapTuple(lambda group, batch: (group, _group_bytes(batch)))
         | "SumGroupBytes" >> beam.CombinePerKey(sum)
         | "CountBuckets" >> beam.MapTuple(lambda group, size: (group, bucket_count(size, bound)))
     )
-    keyed = samples | "AssignBuckets" >> beam.Map(
-        lambda s, n: ((s.group, assign_bucket(s.key, n[s.group])), s), n=beam.pvalue.AsDict(buckets)
+    keyed = samples | "AssignBuckets" >> beam.FlatMap(
+        lambda element, n: _split_by_bucket(element[0], element[1], n),
+        n=beam.pvalue.AsDict(buckets),
     )
     offsets = (
         keyed
-        | "SampleSizes" >> beam.MapTuple(lambda gb, s: (gb, (s.key, s.tar_bytes)))
+        | "SampleSizes" >> beam.MapTuple(lambda gb, batch: (gb, _sizes(batch)))
         | "GroupSizes" >> beam.GroupByKey()
         | "CountParts" >> beam.Map(_part_counts, bound=bound)
         | "GroupParts" >> beam.GroupByKey()
