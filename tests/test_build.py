@@ -368,3 +368,24 @@ def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> No
     [row] = pq.read_table(out / "utterances.parquet").to_pylist()
     assert row["transcript"]["raw"] == "hello\x07 wor\x1bld"
     assert row["transcript"]["normalized"] == "hello world"
+
+
+def test_batches_are_bounded_and_lose_nothing() -> None:
+    from corpora import SourceUtterance
+    from pipelines.build import BATCH_ITEMS, MAX_PENDING_ITEMS, Batcher, pack, unpack_all
+
+    items = [
+        SourceUtterance(f"k{i}", "c", "train", "en", f"a{i % 7}.wav", f"t.tsv:{i}")
+        for i in range(MAX_PENDING_ITEMS + 3000)
+    ]
+    batcher = Batcher(4, "key")
+    out = [element for item in items for element in batcher.add(item)]
+    out += list(batcher.flush())
+    sizes = [len(list(unpack_all([batch]))) for _bucket, batch in out]
+    assert max(sizes) <= BATCH_ITEMS and sum(sizes) == len(items)
+    assert sorted(u.key for _b, batch in out for u in unpack_all([batch])) == sorted(
+        u.key for u in items
+    )
+    many = Batcher(100_000, "key")  # few items per bucket: the pending bound flushes
+    assert any(True for item in items[: MAX_PENDING_ITEMS + 1] for _ in many.add(item))
+    assert list(unpack_all([pack(items[:3], compress=False)])) == items[:3]
