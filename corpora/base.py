@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import IO
 
 from schemas import CorpusFormatError, UnknownLanguageError, resolve_language, storage
@@ -49,9 +50,10 @@ class CorpusOptions:
     languages: frozenset[str] | None = None
     settings: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
-    @property
+    @cached_property
     def base_dir(self) -> str:
-        """The folder that audio paths and ``source.path`` are relative to."""
+        """The folder that audio paths and ``source.path`` are relative to (asked of the
+        filesystem once: every row and every audio file uses it)."""
         return self.root if storage.isdir(self.root) else storage.dirname(self.root)
 
     def setting(self, name: str, default: str) -> str:

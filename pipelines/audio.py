@@ -57,9 +57,11 @@ def _open(path: str) -> tuple[Any, IO[bytes] | None]:
     saying why not. Local files are opened by libsndfile itself; a URL through schemas.storage."""
     import soundfile as sf
 
-    if not storage.isfile(path):
-        raise AudioError("decode", "missing audio file")
-    if storage.getsize(path) == 0:
+    try:
+        size = storage.getsize(path)  # one stat (one request on an object store)
+    except FileNotFoundError:
+        raise AudioError("decode", "missing audio file") from None
+    if size == 0:
         raise AudioError("decode", "empty audio file (0 bytes)")
     stream = storage.open_read(path) if storage.is_remote(path) else None
     try:

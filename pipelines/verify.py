@@ -15,7 +15,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from pipelines.index import WORK_DIR
 from schemas import storage
@@ -24,12 +24,23 @@ from schemas.storage import TEMP_MARKER
 CHUNK_BYTES = 1 << 20
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open_read(path) as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _HashingReader:
+    """A read-only stream that hashes what passes through, so a shard is read once."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole stream (what the tar reader left is read first)."""
+        while self.read(CHUNK_BYTES):
+            pass
+        return self.digest.hexdigest()
 
 
 def _index_rows(out: str) -> Iterator[list[dict[str, Any]]]:
@@ -41,7 +52,7 @@ def _index_rows(out: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def _check_members(
-    shard: dict[str, Any], path: str, rows: dict[str, dict[str, Any]], decode: bool
+    shard: dict[str, Any], stream: _HashingReader, rows: dict[str, dict[str, Any]], decode: bool
 ) -> tuple[list[str], list[str]]:
     """(problems, keys) of one shard's tar."""
     import soundfile as sf
@@ -50,7 +61,8 @@ def _check_members(
     keys: list[str] = []
     name = shard["path"]
     try:
-        with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        # stream mode ("r|") only calls read(); typeshed asks for a full file object
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             pending: dict[str, bytes] = {}
             for member in tar:
                 key, _, suffix = member.name.partition(".")
@@ -124,9 +136,11 @@ def verify(out: str, decode: bool = True) -> tuple[list[str], dict[str, Any]]:
             problems.append(
                 f"{shard['path']}: {size} bytes, shards.jsonl says {shard['num_bytes']}"
             )
-        if _sha256(path) != shard["sha256"]:
-            problems.append(f"{shard['path']}: sha256 differs from shards.jsonl")
-        member_problems, keys = _check_members(shard, path, rows, decode)
+        with storage.open_read(path) as stream:
+            reader = _HashingReader(stream)
+            member_problems, keys = _check_members(shard, reader, rows, decode)
+            if reader.hexdigest() != shard["sha256"]:
+                problems.append(f"{shard['path']}: sha256 differs from shards.jsonl")
         problems.extend(member_problems)
         if len(keys) != shard["num_samples"]:
             problems.append(

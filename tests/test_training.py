@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tsv
+from conftest import run_cli, write_tsv
 from pipelines.build import BuildConfig, run_build
 from pipelines.demo import speech_like
 from schemas import ConfigError
@@ -187,30 +187,20 @@ def test_resumed_run_continues_exactly(two_language_build: Path, tmp_path: Path)
 
 def test_resume_in_a_new_process_via_the_cli(two_language_build: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "voxshard",
-        "train",
-        str(two_language_build),
-        "--out",
-        str(run),
+    settings = [
         "optim.max_steps=4",
         "run.checkpoint_every=100",
         "data.batch_seconds=16",
         "data.buffer_per_language=8",
         "bestrq.codebook_size=64",
     ]
-    first = subprocess.run(
-        [*command, "run.stop_at_step=2"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
+    build = str(two_language_build)
+    first = run_cli("train", build, "--out", str(run), *settings, "run.stop_at_step=2")
     assert first.returncode == 0, first.stderr
-    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    second = run_cli("train", build, "--out", str(run), *settings)
     assert second.returncode == 0, second.stderr
     straight = tmp_path / "straight"
-    straight_command = [*command[:6], str(straight), *command[7:]]
-    third = subprocess.run(straight_command, capture_output=True, text=True, cwd=REPO, timeout=300)
-
+    third = run_cli("train", build, "--out", str(straight), *settings)
     assert third.returncode == 0, third.stderr
     assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight)]
     checkpoint = json.loads((run / "checkpoints" / "latest.json").read_text())
