@@ -37,7 +37,13 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The folders install as voxshard.<name> through setuptools' editable import hook, which mypy
+# cannot follow: it checks a tree of links laid out as installed (pyproject: mypy_path).
+MAPPED := schemas corpora normalizers encoders pipelines training tools
 typecheck: setup
+	@rm -rf .mypy-tree && mkdir -p .mypy-tree/voxshard
+	@for f in voxshard/*.py; do ln -s ../../$$f .mypy-tree/voxshard/; done
+	@for p in $(MAPPED); do ln -s ../../$$p .mypy-tree/voxshard/$$p; done
 	$(BIN)/mypy
 
 check: lint typecheck test
@@ -54,4 +60,4 @@ bench-scale: setup
 	$(BIN)/python benchmarks/run.py memory-scale
 
 clean:
-	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo-out .pytest_cache .mypy_cache .mypy-tree .ruff_cache

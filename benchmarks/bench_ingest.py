@@ -97,7 +97,7 @@ def plain_loop(root: str, out: str) -> None:
 
 
 def voxshard(root: str, out: str, workers: int) -> None:
-    from pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.build import BuildConfig, run_build
 
     run_build(
         BuildConfig("commonvoice", root, out, splits=("train",), workers=workers), overwrite=True
@@ -147,7 +147,7 @@ def reading(build: str) -> dict[str, float]:
     import soundfile as sf
     import webdataset.tariterators  # noqa: F401  (imported before any timing)
 
-    from training.data import CorruptCounter, LanguageStream, discover
+    from voxshard.training.data import CorruptCounter, LanguageStream, discover
 
     shard_set = discover([build], ("train",))
     paths = [p for lang in sorted(shard_set.shards) for p in shard_set.shards[lang]]
@@ -186,7 +186,7 @@ def reading(build: str) -> dict[str, float]:
 MEMORY_CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.build import BuildConfig, run_build
 run_build(BuildConfig("manifest", {manifest!r}, {out!r}), overwrite=True)
 status = open("/proc/self/status").read()
 print([l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")][0])

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from normalizers import canonicalize, normalize, tag_scripts
-from normalizers.romanize import latin_key
-from normalizers.scripts import token_script
+from voxshard.normalizers import canonicalize, normalize, tag_scripts
+from voxshard.normalizers.romanize import latin_key
+from voxshard.normalizers.scripts import token_script
 
 ALPHABETS = {
     "Deva": [chr(c) for c in range(0x0915, 0x0939)] + ["\u093f", "\u0940", "\u094d", "\u0902"],

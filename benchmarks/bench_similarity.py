@@ -11,13 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from encoders import EARTH_RADIUS_KM, load_feature_set, masked_cosine, pairwise_haversine_km
+from voxshard.encoders import (
+    EARTH_RADIUS_KM,
+    load_feature_set,
+    masked_cosine,
+    pairwise_haversine_km,
+)
 
 # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over fork + exec
 CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from pipelines.similarity import write_npy_blocks
+from voxshard.pipelines.similarity import write_npy_blocks
 rng = np.random.default_rng(0)
 n = {n}
 points = np.column_stack([rng.uniform(-90, 90, n), rng.uniform(-180, 180, n)])

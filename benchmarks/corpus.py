@@ -54,7 +54,7 @@ def _speech(locale: str, text: str, seed: int) -> tuple[np.ndarray, int]:
 
         audio, rate = sf.read(io.BytesIO(raw), dtype="float32")
         return audio, rate
-    from pipelines.demo import speech_like
+    from voxshard.pipelines.demo import speech_like
 
     return speech_like(4.0 + (seed % 30) / 10.0, seed), 48000
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from corpora import babel, commonvoice, manifest, mls, voxpopuli
-from corpora.base import CorpusOptions, CorpusSpec, ParseResult, SourceUtterance, origin_order
-from schemas import ConfigError
+from voxshard.corpora import babel, commonvoice, manifest, mls, voxpopuli
+from voxshard.corpora.base import (
+    CorpusOptions,
+    CorpusSpec,
+    ParseResult,
+    SourceUtterance,
+    origin_order,
+)
+from voxshard.schemas import ConfigError
 
 REGISTRY: dict[str, CorpusSpec] = {
     spec.name: spec

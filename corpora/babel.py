@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from corpora.base import (
+from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
     SourceUtterance,
@@ -25,8 +25,8 @@ from corpora.base import (
     read_lines,
     read_table,
 )
-from schemas import ConfigError, CorpusFormatError, make_key, storage
-from schemas.tables import data_rows
+from voxshard.schemas import ConfigError, CorpusFormatError, make_key, storage
+from voxshard.schemas.tables import data_rows
 
 NAME = "babel"
 DEFAULT_SPLITS = ("train", "dev", "eval")
@@ -47,7 +47,7 @@ AUDIO_EXTENSIONS = (".sph", ".wav")
 
 @functools.cache
 def token_kinds() -> dict[str, str]:
-    return {row["token"]: row["kind"] for row in data_rows("corpora", "babel_tokens.tsv")}
+    return {row["token"]: row["kind"] for row in data_rows("voxshard.corpora", "babel_tokens.tsv")}
 
 
 def normalize_transcript(text: str) -> str | None:

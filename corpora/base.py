@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import IO
 
-from schemas import CorpusFormatError, UnknownLanguageError, resolve_language, storage
+from voxshard.schemas import CorpusFormatError, UnknownLanguageError, resolve_language, storage
 
 MAX_LINE_BYTES = 1 << 20  # a table row longer than 1 MiB is malformed (and not read whole)
 

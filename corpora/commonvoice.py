@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from corpora.base import (
+from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
     SourceUtterance,
@@ -17,7 +17,7 @@ from corpora.base import (
     none_if_empty,
     read_table_requiring,
 )
-from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
+from voxshard.schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
 
 NAME = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")

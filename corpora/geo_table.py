@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corpora.base import read_table
-from schemas import (
+from voxshard.corpora.base import read_table
+from voxshard.schemas import (
     ConfigError,
     CorpusFormatError,
     GeoError,

@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from corpora.base import (
+from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
     SourceUtterance,
@@ -24,7 +24,7 @@ from corpora.base import (
     read_lines,
     read_table,
 )
-from schemas import (
+from voxshard.schemas import (
     ConfigError,
     CorpusFormatError,
     GeoError,

@@ -14,14 +14,14 @@ import functools
 import re
 from collections.abc import Iterator
 
-from corpora.base import (
+from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
     SourceUtterance,
     map_gender,
     read_rows,
 )
-from schemas import ConfigError, CorpusFormatError, make_key, storage
+from voxshard.schemas import ConfigError, CorpusFormatError, make_key, storage
 
 NAME = "mls"
 DEFAULT_SPLITS = ("train", "dev", "test")

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Iterator
 
-from corpora.base import (
+from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
     SourceUtterance,
@@ -28,7 +28,7 @@ from corpora.base import (
     none_if_empty,
     read_table_requiring,
 )
-from schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
+from voxshard.schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
 
 NAME = "voxpopuli"
 DEFAULT_SPLITS = ("train", "dev", "test", "unlabelled")

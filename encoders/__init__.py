@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from encoders.coordinates import language_coordinates
-from encoders.geo import (
+from voxshard.encoders.coordinates import language_coordinates
+from voxshard.encoders.geo import (
     EARTH_RADIUS_KM,
     geo_similarity,
     haversine_km,
     pairwise_haversine_km,
     unit_vectors,
 )
-from encoders.lang2vec import FeatureSet, load_feature_set, masked_cosine
+from voxshard.encoders.lang2vec import FeatureSet, load_feature_set, masked_cosine
 
 
 class LanguageEncoder:

@@ -16,7 +16,7 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
-from schemas.tables import data_rows
+from voxshard.schemas.tables import data_rows
 
 NUM_ANCHORS = 299
 GOLDEN_ANGLE_DEG = 137.5078
@@ -79,7 +79,7 @@ def coordinates_table() -> dict[str, tuple[float, float]]:
     """ISO 639-3 -> (lat, lon) for every language lang2vec places, from the shipped table."""
     return {
         row["code"]: (float(row["lat"]), float(row["lon"]))
-        for row in data_rows("encoders", "language_coordinates.tsv")
+        for row in data_rows("voxshard.encoders", "language_coordinates.tsv")
     }
 
 

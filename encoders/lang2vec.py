@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from schemas import ConfigError
-from schemas.tables import data_rows
+from voxshard.schemas import ConfigError
+from voxshard.schemas.tables import data_rows
 
 FloatArray = npt.NDArray[np.float32]
 BLOCK_ROWS = 2048
@@ -49,7 +49,7 @@ class FeatureSetSpec:
 def feature_sets() -> dict[str, FeatureSetSpec]:
     return {
         row["name"]: FeatureSetSpec(row["name"], row["file"], row["source"], row["prefix"])
-        for row in data_rows("encoders", "feature_sets.tsv")
+        for row in data_rows("voxshard.encoders", "feature_sets.tsv")
     }
 
 
@@ -57,7 +57,7 @@ def feature_sets() -> dict[str, FeatureSetSpec]:
 def stand_ins() -> dict[str, str]:
     """code -> stand-in code, both directions of the macrolanguage table."""
     table: dict[str, str] = {}
-    for row in data_rows("encoders", "macrolanguages.tsv"):
+    for row in data_rows("voxshard.encoders", "macrolanguages.tsv"):
         table[row["code"]] = row["stand_in"]
         table.setdefault(row["stand_in"], row["code"])
     return table

@@ -1,13 +1,19 @@
 """Script-aware transcript normalization: canonical Unicode, script tags, transliteration
 policies, code-mixing metrics and transliteration-insensitive scoring."""
 
-from normalizers.canonical import canonicalize
-from normalizers.codemix import cmi, i_index, language_tags, m_index
-from normalizers.lexicon import EMPTY, Lexicon, read_lexicon
-from normalizers.policies import POLICIES, Normalized, check_policy, normalize, normalize_lines
-from normalizers.romanize import latin_key
-from normalizers.scoring import Score, edit_distance, score
-from normalizers.scripts import tag_scripts, token_script
+from voxshard.normalizers.canonical import canonicalize
+from voxshard.normalizers.codemix import cmi, i_index, language_tags, m_index
+from voxshard.normalizers.lexicon import EMPTY, Lexicon, read_lexicon
+from voxshard.normalizers.policies import (
+    POLICIES,
+    Normalized,
+    check_policy,
+    normalize,
+    normalize_lines,
+)
+from voxshard.normalizers.romanize import latin_key
+from voxshard.normalizers.scoring import Score, edit_distance, score
+from voxshard.normalizers.scripts import tag_scripts, token_script
 
 __all__ = [
     "EMPTY",

@@ -15,7 +15,7 @@ import re
 
 import unicodedata2
 
-from normalizers.scripts import char_script
+from voxshard.normalizers.scripts import char_script
 
 ZWNJ = "\u200c"
 ZWJ = "\u200d"

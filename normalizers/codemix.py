@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from normalizers.lexicon import EMPTY, Lexicon
-from normalizers.scripts import COMMON, INHERITED, MIXED, UNKNOWN
-from schemas.tables import data_rows
+from voxshard.normalizers.lexicon import EMPTY, Lexicon
+from voxshard.normalizers.scripts import COMMON, INHERITED, MIXED, UNKNOWN
+from voxshard.schemas.tables import data_rows
 
 UNIV = "univ"
 
@@ -29,7 +29,7 @@ def _table() -> dict[str, LanguageInfo]:
         row["language"]: LanguageInfo(
             frozenset(row["native"].split("+")), row["scheme"], row["latin"]
         )
-        for row in data_rows("normalizers", "languages.tsv")
+        for row in data_rows("voxshard.normalizers", "languages.tsv")
     }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from normalizers.canonical import canonicalize
-from schemas import ConfigError, storage
+from voxshard.normalizers.canonical import canonicalize
+from voxshard.schemas import ConfigError, storage
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import unicodedata2
 
-from normalizers.scripts import char_script
-from schemas.tables import data_rows
+from voxshard.normalizers.scripts import char_script
+from voxshard.schemas.tables import data_rows
 
 SCHEMES = ("itrans", "hk", "iast", "none")
 BLOCK_BASE = {
@@ -55,7 +55,7 @@ class Unit:
 def scheme_units(scheme: str) -> dict[str, Unit]:
     return {
         row["latin"]: Unit(row["kind"], tuple(int(o, 16) for o in row["offsets"].split()))
-        for row in data_rows("normalizers", "schemes.tsv")
+        for row in data_rows("voxshard.normalizers", "schemes.tsv")
         if row["scheme"] == scheme
     }
 

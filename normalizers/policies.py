@@ -11,13 +11,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from normalizers.canonical import canonicalize
-from normalizers.codemix import language_info, language_tags, mixing_metrics
-from normalizers.lexicon import EMPTY, Lexicon
-from normalizers.nativize import SCHEMES, to_native_word
-from normalizers.romanize import latin_key
-from normalizers.scripts import tag_scripts
-from schemas import ConfigError
+from voxshard.normalizers.canonical import canonicalize
+from voxshard.normalizers.codemix import language_info, language_tags, mixing_metrics
+from voxshard.normalizers.lexicon import EMPTY, Lexicon
+from voxshard.normalizers.nativize import SCHEMES, to_native_word
+from voxshard.normalizers.romanize import latin_key
+from voxshard.normalizers.scripts import tag_scripts
+from voxshard.schemas import ConfigError
 
 _LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)

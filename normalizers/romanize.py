@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import unicodedata2
 
-from schemas.tables import data_rows
+from voxshard.schemas.tables import data_rows
 
 BRAHMIC_BLOCKS = {
     0x0900: "Deva",
@@ -59,18 +59,18 @@ def _brahmic() -> dict[tuple[str, int], BrahmicLetter]:
     """(script or "*", offset) -> letter; a script's own row wins over the shared one."""
     return {
         (row["script"], int(row["offset"], 16)): BrahmicLetter(row["kind"], row["key"])
-        for row in data_rows("normalizers", "brahmic.tsv")
+        for row in data_rows("voxshard.normalizers", "brahmic.tsv")
     }
 
 
 @functools.cache
 def _nukta() -> dict[str, str]:
-    return {row["base"]: row["key"] for row in data_rows("normalizers", "nukta.tsv")}
+    return {row["base"]: row["key"] for row in data_rows("voxshard.normalizers", "nukta.tsv")}
 
 
 @functools.cache
 def _letters() -> dict[str, str]:
-    return {row["letter"]: row["key"] for row in data_rows("normalizers", "letters.tsv")}
+    return {row["letter"]: row["key"] for row in data_rows("voxshard.normalizers", "letters.tsv")}
 
 
 def _brahmic_letter(char: str) -> BrahmicLetter | None:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from normalizers.lexicon import EMPTY, Lexicon
-from normalizers.policies import normalize
-from normalizers.romanize import latin_key
-from schemas import ConfigError
+from voxshard.normalizers.lexicon import EMPTY, Lexicon
+from voxshard.normalizers.policies import normalize
+from voxshard.normalizers.romanize import latin_key
+from voxshard.schemas import ConfigError
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import functools
 
-from schemas.tables import data_rows
+from voxshard.schemas.tables import data_rows
 
 COMMON = "Zyyy"
 INHERITED = "Zinh"
@@ -15,7 +15,7 @@ MIXED = "mixed"
 
 
 def _read_ranges(name: str) -> tuple[list[int], list[int], list[str]]:
-    rows = data_rows("normalizers", name)
+    rows = data_rows("voxshard.normalizers", name)
     column = "script" if "script" in rows[0] else "scripts"
     starts = [int(row["first"], 16) for row in rows]
     ends = [int(row["last"], 16) for row in rows]

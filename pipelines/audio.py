@@ -15,7 +15,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas import AudioError, storage
+from voxshard.schemas import AudioError, storage
 
 FloatArray = npt.NDArray[np.float32]
 READ_BLOCK_FRAMES = 1 << 16

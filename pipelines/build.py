@@ -23,14 +23,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpora import CorpusOptions, SourceUtterance, get_corpus
-from corpora.geo_table import read_geo_table
-from normalizers import EMPTY, check_policy, read_lexicon
-from pipelines import index
-from pipelines.audio import AudioConfig
-from pipelines.faults import crash_point
-from pipelines.records import Reject, TextOptions, make_samples, merge_duplicates
-from pipelines.shards import (
+from voxshard.corpora import CorpusOptions, SourceUtterance, get_corpus
+from voxshard.corpora.geo_table import read_geo_table
+from voxshard.normalizers import EMPTY, check_policy, read_lexicon
+from voxshard.pipelines import index
+from voxshard.pipelines.audio import AudioConfig
+from voxshard.pipelines.faults import crash_point
+from voxshard.pipelines.records import Reject, TextOptions, make_samples, merge_duplicates
+from voxshard.pipelines.shards import (
     Sample,
     ShardInfo,
     assign_bucket,
@@ -40,8 +40,8 @@ from pipelines.shards import (
     stable_hash,
     write_tar,
 )
-from pipelines.spill import SampleRef, SpillReader, SpillWriter
-from schemas import (
+from voxshard.pipelines.spill import SampleRef, SpillReader, SpillWriter
+from voxshard.schemas import (
     SCHEMA_VERSION,
     BuildError,
     ConfigError,

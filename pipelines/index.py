@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.faults import crash_point
-from pipelines.records import Reject
-from pipelines.shards import ShardInfo
-from schemas import SCHEMA_VERSION, arrow_schema, storage
-from schemas.storage import TEMP_MARKER
+from voxshard.pipelines.faults import crash_point
+from voxshard.pipelines.records import Reject
+from voxshard.pipelines.shards import ShardInfo
+from voxshard.schemas import SCHEMA_VERSION, arrow_schema, storage
+from voxshard.schemas.storage import TEMP_MARKER
 
 WORK_DIR = ".work"
 MARKER = ".voxshard-build.json"

@@ -6,14 +6,14 @@ import json
 import statistics
 from typing import Any
 
-from schemas import storage
+from voxshard.schemas import storage
 
 
 def summarize(out: str) -> dict[str, Any]:
     """Per language x split hours and utterances, rejects by reason, shard sizes."""
     stats_path = storage.join(out, "stats.json")
     if not storage.isfile(stats_path):
-        from schemas import ConfigError
+        from voxshard.schemas import ConfigError
 
         raise ConfigError(f"{out!r} holds no stats.json: is it a voxshard build folder?")
     stats = json.loads(storage.read_bytes(stats_path))

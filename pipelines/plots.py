@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encoders import language_coordinates
-from schemas import language_name
+from voxshard.encoders import language_coordinates
+from voxshard.schemas import language_name
 
 
 def clustered_order(similarity: npt.NDArray[np.float32]) -> list[int]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from corpora import CorpusOptions, SourceUtterance, origin_order
-from corpora.geo_table import GeoTable
-from encoders import language_coordinates
-from normalizers import EMPTY, Lexicon, normalize
-from pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
-from pipelines.shards import Sample
-from schemas import (
+from voxshard.corpora import CorpusOptions, SourceUtterance, origin_order
+from voxshard.corpora.geo_table import GeoTable
+from voxshard.encoders import language_coordinates
+from voxshard.normalizers import EMPTY, Lexicon, normalize
+from voxshard.pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
+from voxshard.pipelines.shards import Sample
+from voxshard.schemas import (
     AudioError,
     Geo,
     SourceRef,

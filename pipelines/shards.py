@@ -14,8 +14,8 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipelines.faults import crash_point
-from schemas import storage
+from voxshard.pipelines.faults import crash_point
+from voxshard.schemas import storage
 
 TAR_BLOCK = 512
 TAR_RECORD = 20 * TAR_BLOCK

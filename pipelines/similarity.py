@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encoders import (
+from voxshard.encoders import (
     geo_similarity,
     language_coordinates,
     load_feature_set,
     masked_cosine,
     unit_vectors,
 )
-from encoders.geo import block_rows, chord_distances_km
-from encoders.lang2vec import feature_sets
-from schemas import ConfigError, UnknownLanguageError, resolve_language
+from voxshard.encoders.geo import block_rows, chord_distances_km
+from voxshard.encoders.lang2vec import feature_sets
+from voxshard.schemas import ConfigError, UnknownLanguageError, resolve_language
 
 LOG = logging.getLogger("voxshard")
 
@@ -197,7 +197,7 @@ def language_matrices(
             "nan_pairs": nan_pairs,
         }
         if config.plots:
-            from pipelines.plots import heatmap
+            from voxshard.pipelines.plots import heatmap
 
             heatmap(similarity, languages, name, os.path.join(config.out, f"lang_{name}.png"))
     return pairs
@@ -263,7 +263,7 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
         "geo_scale_km": config.geo_scale_km,
     }
     if config.plots:
-        from pipelines.plots import geo_scatter
+        from voxshard.pipelines.plots import geo_scatter
 
         geo_scatter(rows, languages, os.path.join(config.out, "geo.png"))
     with open(os.path.join(config.out, "report.json"), "w", encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from pipelines.shards import Sample, member_bytes
+from voxshard.pipelines.shards import Sample, member_bytes
 
 
 @dataclass(frozen=True, slots=True)

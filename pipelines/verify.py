@@ -17,9 +17,9 @@ import tarfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from pipelines.index import WORK_DIR
-from schemas import storage
-from schemas.storage import TEMP_MARKER
+from voxshard.pipelines.index import WORK_DIR
+from voxshard.schemas import storage
+from voxshard.schemas.storage import TEMP_MARKER
 
 CHUNK_BYTES = 1 << 20
 

@@ -1,8 +1,8 @@
 """The record and its rules: Utterance, Arrow + JSON schema, language codes, geo, keys; and
 the one file layer (local paths and gs:// URLs alike)."""
 
-from schemas import storage
-from schemas.errors import (
+from voxshard.schemas import storage
+from voxshard.schemas.errors import (
     AudioError,
     BuildError,
     ConfigError,
@@ -12,10 +12,10 @@ from schemas.errors import (
     UnknownLanguageError,
     VoxshardError,
 )
-from schemas.geo import GEO_SOURCES, validate_lat_lon
-from schemas.keys import KEY_PATTERN, make_key, validate_key
-from schemas.languages import language_name, resolve_language
-from schemas.utterance import (
+from voxshard.schemas.geo import GEO_SOURCES, validate_lat_lon
+from voxshard.schemas.keys import KEY_PATTERN, make_key, validate_key
+from voxshard.schemas.languages import language_name, resolve_language
+from voxshard.schemas.utterance import (
     GENDERS,
     SCHEMA_VERSION,
     Geo,

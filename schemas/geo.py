@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from schemas.errors import GeoError
+from voxshard.schemas.errors import GeoError
 
 GEO_SOURCES = ("speaker", "language-table", "language", "manifest")
 

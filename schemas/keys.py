@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from schemas.errors import InvalidKeyError
+from voxshard.schemas.errors import InvalidKeyError
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _DISALLOWED = re.compile(r"[^A-Za-z0-9_-]+")

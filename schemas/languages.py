@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from schemas.errors import UnknownLanguageError
-from schemas.tables import data_rows
+from voxshard.schemas.errors import UnknownLanguageError
+from voxshard.schemas.tables import data_rows
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,12 @@ class LanguageTables:
 
 @functools.cache
 def tables() -> LanguageTables:
-    iso = data_rows("schemas", "iso639_3.tsv")
+    iso = data_rows("voxshard.schemas", "iso639_3.tsv")
     languages = [row for row in iso if row["scope"] in ("I", "M")]
     codes = frozenset(row["code"] for row in languages)
     aliases = {
-        _normalize(row["tag"]): row["code"] for row in data_rows("schemas", "language_aliases.tsv")
+        _normalize(row["tag"]): row["code"]
+        for row in data_rows("voxshard.schemas", "language_aliases.tsv")
     }
     unknown = sorted(code for code in aliases.values() if code not in codes)
     if unknown:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from schemas.errors import ConfigError
+from voxshard.schemas.errors import ConfigError
 
 TEMP_MARKER = ".tmp-"
 READ_BUFFER_BYTES = 1 << 20

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
-from schemas.errors import VoxshardError
+from voxshard.schemas.errors import VoxshardError
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")

@@ -181,6 +181,10 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the sample JSON, shipped as data/sample.schema.json."""
     from importlib import resources
 
-    text = resources.files("schemas").joinpath("data", "sample.schema.json").read_text("utf-8")
+    text = (
+        resources.files("voxshard.schemas")
+        .joinpath("data", "sample.schema.json")
+        .read_text("utf-8")
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -23,15 +23,43 @@ ALLOWED = {
 }
 
 
+def layer(module: str) -> str | None:
+    """The layer of an absolute module name: voxshard.<folder>... -> <folder>, other voxshard
+    modules -> voxshard (the CLI), anything else -> None."""
+    parts = module.split(".")
+    if parts[0] != "voxshard":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else "voxshard"
+
+
 def imported_packages(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
+    modules: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            modules.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names & set(PACKAGES)
+            modules.append(node.module)
+            modules.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in map(layer, modules) if name is not None}
+
+
+def test_no_generic_top_level_imports() -> None:
+    """Every folder installs under voxshard.: importing `schemas` would load another
+    distribution's package of that name."""
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    else []
+                )
+                bare = [n for n in names if n.split(".")[0] in PACKAGES[:-1]]
+                assert not bare, f"{path.relative_to(REPO)} imports {bare}: use voxshard.<name>"
 
 
 @pytest.mark.parametrize("package", [p for p in PACKAGES if (REPO / p).is_dir()])

@@ -9,8 +9,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from conftest import tone, write_audio
-from pipelines.audio import AudioConfig, SpanReader, decode, process, resample, to_int16
-from schemas import AudioError
+from voxshard.pipelines.audio import AudioConfig, SpanReader, decode, process, resample, to_int16
+from voxshard.schemas import AudioError
 
 CONFIG = AudioConfig(sample_rate=16000, min_duration_s=0.2, max_duration_s=30.0)
 
@@ -204,7 +204,7 @@ def test_an_hour_long_session_is_cut_without_decoding_it_whole(tmp_path: Path) -
     memory Python and numpy allocate stays far below the 230 MB a whole decode would take."""
     import tracemalloc
 
-    from pipelines.audio import process_file
+    from voxshard.pipelines.audio import process_file
 
     rate = 16000
     minute = np.arange(60 * rate, dtype=np.int64)

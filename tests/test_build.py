@@ -16,9 +16,9 @@ import webdataset as wds
 from scipy.signal import resample_poly
 
 from conftest import tone, tree_digest, write_audio, write_tsv
-from pipelines.build import BuildConfig, build_pipeline, prepare_output, run_build
-from pipelines.shards import archive_bytes
-from schemas import BuildError, ConfigError
+from voxshard.pipelines.build import BuildConfig, build_pipeline, prepare_output, run_build
+from voxshard.pipelines.shards import archive_bytes
+from voxshard.schemas import BuildError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -371,8 +371,8 @@ def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> No
 
 
 def test_batches_are_bounded_and_lose_nothing() -> None:
-    from corpora import SourceUtterance
-    from pipelines.build import BATCH_ITEMS, MAX_PENDING_ITEMS, Batcher, pack, unpack_all
+    from voxshard.corpora import SourceUtterance
+    from voxshard.pipelines.build import BATCH_ITEMS, MAX_PENDING_ITEMS, Batcher, pack, unpack_all
 
     items = [
         SourceUtterance(f"k{i}", "c", "train", "en", f"a{i % 7}.wav", f"t.tsv:{i}")

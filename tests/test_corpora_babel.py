@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 
 from conftest import tone, write_tsv
-from corpora.babel import has_speech, normalize_transcript, speaker_of
-from pipelines.build import BuildConfig, run_build
 from test_build import check_contract, read_jsonl
+from voxshard.corpora.babel import has_speech, normalize_transcript, speaker_of
+from voxshard.pipelines.build import BuildConfig, run_build
 
 PACK = "BABEL_OP1_206"
 IN = "BABEL_OP1_206_12345_20120101_120000_inLine"

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CV_HEADERS, cv_row, write_tsv
-from corpora import CorpusOptions, SourceUtterance, get_corpus
-from corpora.base import read_table
-from schemas import ConfigError, CorpusFormatError
+from voxshard.corpora import CorpusOptions, SourceUtterance, get_corpus
+from voxshard.corpora.base import read_table
+from voxshard.schemas import ConfigError, CorpusFormatError
 
 CV = get_corpus("commonvoice")
 

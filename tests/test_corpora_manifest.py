@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 from conftest import write_tsv
-from corpora import CorpusOptions, SourceUtterance, get_corpus
-from schemas import CorpusFormatError
+from voxshard.corpora import CorpusOptions, SourceUtterance, get_corpus
+from voxshard.schemas import CorpusFormatError
 
 MANIFEST = get_corpus("manifest")
 

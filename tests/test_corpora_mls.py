@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import tone, write_audio
-from corpora import CorpusOptions
-from corpora.mls import list_sources, read_metainfo
-from pipelines.build import BuildConfig, run_build
-from schemas import ConfigError
 from test_build import check_contract
+from voxshard.corpora import CorpusOptions
+from voxshard.corpora.mls import list_sources, read_metainfo
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.schemas import ConfigError
 
 METAINFO = """ SPEAKER   |   GENDER   | PARTITION  |  MINUTES   |  BOOK ID   |             TITLE              |            CHAPTER
   10087    |     F      |   train    |   25.190   |   10001    | Pan Tadeusz | Księga | pierwsza | Gospodarstwo

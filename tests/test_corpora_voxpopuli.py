@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 
 from conftest import tone, write_audio
-from corpora.voxpopuli import parse_vad
-from pipelines.audio import to_int16
-from pipelines.build import BuildConfig, run_build
 from test_build import check_contract, read_jsonl
+from voxshard.corpora.voxpopuli import parse_vad
+from voxshard.pipelines.audio import to_int16
+from voxshard.pipelines.build import BuildConfig, run_build
 
 SESSION = "20180206-0900-PLENARY-15"
 ASR_HEADER = (
@@ -194,7 +194,7 @@ def test_parse_vad() -> None:
 def test_session_file_is_opened_once_for_all_its_segments(
     voxpopuli_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.audio as audio
+    import voxshard.pipelines.audio as audio
 
     opened: list[str] = []
     original = audio._open

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pipelines.build import BuildConfig, plan_run
-from schemas import ConfigError
+from voxshard.pipelines.build import BuildConfig, plan_run
+from voxshard.schemas import ConfigError
 
 DATAFLOW = [
     "--runner",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encoders import (
+from voxshard.encoders import (
     EARTH_RADIUS_KM,
     GeoEncoder,
     LanguageEncoder,
@@ -18,9 +18,9 @@ from encoders import (
     masked_cosine,
     pairwise_haversine_km,
 )
-from encoders.coordinates import anchor_lat_lon, solve_coordinates
-from encoders.lang2vec import lang2vec_data, load_raw
-from pipelines.similarity import write_npy_blocks
+from voxshard.encoders.coordinates import anchor_lat_lon, solve_coordinates
+from voxshard.encoders.lang2vec import lang2vec_data, load_raw
+from voxshard.pipelines.similarity import write_npy_blocks
 
 HALF_CIRCUMFERENCE_KM = math.pi * EARTH_RADIUS_KM
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, tree_digest
-from pipelines.build import BuildConfig, run_build
-from pipelines.verify import verify
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.verify import verify
 
 
 def voxshard_build(

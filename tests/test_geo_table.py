@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import tone, write_audio, write_tsv
-from corpora.geo_table import read_geo_table
-from pipelines.build import BuildConfig, run_build
-from schemas import ConfigError
+from voxshard.corpora.geo_table import read_geo_table
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.schemas import ConfigError
 
 
 def test_geo_fills_speaker_then_language(cv_root: Path, tmp_path: Path) -> None:

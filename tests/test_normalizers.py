@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normalizers import (
+from voxshard.normalizers import (
     Lexicon,
     canonicalize,
     cmi,
@@ -25,8 +25,8 @@ from normalizers import (
     tag_scripts,
     token_script,
 )
-from normalizers.nativize import to_native_word
-from schemas import ConfigError
+from voxshard.normalizers.nativize import to_native_word
+from voxshard.schemas import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_build_fills_transcript_policy_scripts_and_cmi(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     from conftest import tone, write_audio, write_tsv
-    from pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.build import BuildConfig, run_build
 
     for name in ("a", "b", "c"):
         write_audio(tmp_path / f"{name}.wav", tone(300, 1.0, 16000), 16000, "wav")

@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from schemas import (
+from voxshard.schemas import (
     Geo,
     GeoError,
     InvalidKeyError,

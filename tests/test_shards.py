@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.shards import (
+from voxshard.pipelines.shards import (
     Sample,
     archive_bytes,
     assign_bucket,
@@ -89,7 +89,7 @@ def test_stable_hash_and_buckets() -> None:
 
 
 def test_spilled_samples_come_back_exactly(tmp_path: Path) -> None:
-    from pipelines.spill import SpillReader, SpillWriter
+    from voxshard.pipelines.spill import SpillReader, SpillWriter
 
     originals = [sample(f"k{i}", size) for i, size in enumerate([0, 1, 700, 100_000, 3])]
     first, second = SpillWriter(str(tmp_path)), SpillWriter(str(tmp_path))
@@ -118,8 +118,8 @@ def test_index_rows_from_json_match_python_rows() -> None:
 
     import pyarrow as pa
 
-    from pipelines.index import records_table
-    from schemas import Geo, SourceRef, Transcript, Utterance, arrow_schema
+    from voxshard.pipelines.index import records_table
+    from voxshard.schemas import Geo, SourceRef, Transcript, Utterance, arrow_schema
 
     def record(key: str, **changes: object) -> bytes:
         fields: dict[str, object] = {

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import tone, write_audio, write_tsv
-from encoders import haversine_km, load_feature_set
-from pipelines.build import BuildConfig, run_build
-from pipelines.similarity import SimilarityConfig, run_similarity
-from schemas import ConfigError, resolve_language
-from schemas.languages import tables
+from voxshard.encoders import haversine_km, load_feature_set
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.similarity import SimilarityConfig, run_similarity
+from voxshard.schemas import ConfigError, resolve_language
+from voxshard.schemas.languages import tables
 
 REPO = Path(__file__).resolve().parents[1]
 PLACES = {  # speaker -> (language, lat, lon)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.build import BuildConfig, run_build
-from pipelines.verify import verify
-from schemas import storage
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.verify import verify
+from voxshard.schemas import storage
 
 
 def upload_tree(local: Path, url: str) -> None:
@@ -87,7 +87,7 @@ def test_a_failed_local_write_leaves_nothing_under_the_final_name(tmp_path: Path
 
 
 def test_unknown_scheme_says_what_to_install() -> None:
-    from schemas import ConfigError
+    from voxshard.schemas import ConfigError
 
     with pytest.raises(ConfigError, match="install the fsspec filesystem for nosuchfs://"):
         storage.exists("nosuchfs://bucket/x")
@@ -113,7 +113,7 @@ def test_build_with_root_and_out_as_urls(cv_root: Path, tmp_path: Path, memory_u
 
 
 def test_rerun_on_a_url_out_refuses_a_completed_build(cv_root: Path, memory_url: str) -> None:
-    from schemas import ConfigError
+    from voxshard.schemas import ConfigError
 
     out_url = storage.join(memory_url, "out")
     config = BuildConfig("commonvoice", str(cv_root), out_url, shard_size_mb=0.05)
@@ -188,7 +188,7 @@ def test_gs_build_and_verify_against_the_emulator(
 def test_the_training_stream_reads_a_build_at_a_url(
     cv_root: Path, tmp_path: Path, memory_url: str
 ) -> None:
-    from training.data import CorruptCounter, LanguageStream, discover
+    from voxshard.training.data import CorruptCounter, LanguageStream, discover
 
     local_out = tmp_path / "out"
     run_build(BuildConfig("commonvoice", str(cv_root), str(local_out), shard_size_mb=0.05))
@@ -212,8 +212,8 @@ def test_the_training_stream_reads_a_build_at_a_url(
 
 
 def test_lexicon_and_geo_tables_read_from_urls(memory_url: str) -> None:
-    from corpora.geo_table import read_geo_table
-    from normalizers import read_lexicon
+    from voxshard.corpora.geo_table import read_geo_table
+    from voxshard.normalizers import read_lexicon
 
     lexicon_url = storage.join(memory_url, "lexicon.tsv")
     storage.write_atomic(

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from schemas.tario import ShardFormatError, iter_members
+from voxshard.schemas.tario import ShardFormatError, iter_members
 
 MEMBERS = [
     ("a.flac", b""),
@@ -47,7 +47,7 @@ def test_members_match_tarfile(fmt: int) -> None:
 
 
 def test_a_shard_written_by_the_build_reads_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.shards import Sample, write_tar
+    from voxshard.pipelines.shards import Sample, write_tar
 
     samples = [Sample(f"k{i}", "eng", "c", "s", b"f" * (i * 300), b"{}", 1.0) for i in range(4)]
     write_tar(str(tmp_path / "s.tar"), samples)

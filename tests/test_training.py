@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from conftest import run_cli, write_tsv
-from pipelines.build import BuildConfig, run_build
-from pipelines.demo import speech_like
-from schemas import ConfigError
-from training.bestrq import RandomProjectionQuantizer, span_mask
-from training.config import load_config
-from training.data import BatchSampler, discover
-from training.features import LogMel
-from training.loop import Trainer
-from training.masr import batch_hard_triplet, cosine_distance_matrix
-from training.model import build_encoder, count_parameters
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.demo import speech_like
+from voxshard.schemas import ConfigError
+from voxshard.training.bestrq import RandomProjectionQuantizer, span_mask
+from voxshard.training.config import load_config
+from voxshard.training.data import BatchSampler, discover
+from voxshard.training.features import LogMel
+from voxshard.training.loop import Trainer
+from voxshard.training.masr import batch_hard_triplet, cosine_distance_matrix
+from voxshard.training.model import build_encoder, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.build import BuildConfig, run_build
-from pipelines.verify import verify
+from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.coordinates import solve_coordinates
-from encoders.lang2vec import load_raw
+from voxshard.encoders.coordinates import solve_coordinates
+from voxshard.encoders.lang2vec import load_raw
 
 MAX_RMS = 1e-3
 

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ConfigError
+from voxshard.schemas import ConfigError
 
 PRESETS: dict[str, dict[str, int]] = {
     # d_model, layers, heads, ff: tiny for CPU tests; base ~100M and large ~600M parameters

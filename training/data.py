@@ -27,9 +27,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from schemas import ConfigError, storage
-from schemas.tario import ShardFormatError, iter_members
-from training.config import DataConfig
+from voxshard.schemas import ConfigError, storage
+from voxshard.schemas.tario import ShardFormatError, iter_members
+from voxshard.training.config import DataConfig
 
 SAMPLE_RATE = 16000
 

@@ -23,20 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders import LanguageEncoder, language_coordinates, unit_vectors
-from schemas import ConfigError
-from training.bestrq import (
+from voxshard.encoders import LanguageEncoder, language_coordinates, unit_vectors
+from voxshard.schemas import ConfigError
+from voxshard.training.bestrq import (
     STACK,
     RandomProjectionQuantizer,
     label_mask,
     span_mask,
     stack_and_normalize,
 )
-from training.config import PRESETS, TrainConfig
-from training.data import Batch, BatchSampler, Prefetcher, discover
-from training.features import HOP_S, LogMel
-from training.masr import MetadataHead, batch_hard_triplet, mean_pool
-from training.model import build_encoder
+from voxshard.training.config import PRESETS, TrainConfig
+from voxshard.training.data import Batch, BatchSampler, Prefetcher, discover
+from voxshard.training.features import HOP_S, LogMel
+from voxshard.training.masr import MetadataHead, batch_hard_triplet, mean_pool
+from voxshard.training.model import build_encoder
 
 LOG = logging.getLogger("voxshard")
 

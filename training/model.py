@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from training.config import PRESETS
+from voxshard.training.config import PRESETS
 
 
 class ConvSubsampling(nn.Module):

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas import ConfigError
-from training.config import TrainConfig, apply
-from training.features import LogMel
-from training.masr import mean_pool
-from training.model import build_encoder
+from voxshard.schemas import ConfigError
+from voxshard.training.config import TrainConfig, apply
+from voxshard.training.features import LogMel
+from voxshard.training.masr import mean_pool
+from voxshard.training.model import build_encoder
 
 
 def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:

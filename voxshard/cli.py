@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from schemas import BuildError, ConfigError, VoxshardError
+from voxshard.schemas import BuildError, ConfigError, VoxshardError
 
 app = typer.Typer(
     add_completion=False,
@@ -109,7 +109,7 @@ def build(
     DataflowRunner --project P ...`)."""
     _setup_logging(verbose)
     try:
-        from pipelines.build import BuildConfig, run_build
+        from voxshard.pipelines.build import BuildConfig, run_build
 
         config = BuildConfig(
             source=source,
@@ -188,7 +188,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 def inspect(out: Annotated[str, typer.Argument(help="a build's output folder")]) -> None:
     """Show hours and utterances per language and split, rejects by reason, shard sizes."""
-    from pipelines.inspect import summarize
+    from voxshard.pipelines.inspect import summarize
 
     try:
         summary = summarize(out)
@@ -204,7 +204,7 @@ def verify(
 ) -> None:
     """Re-read every shard: sha256, member pairs, decoding, index rows, accounting. Exits 1
     naming each problem."""
-    from pipelines.verify import verify as verify_build
+    from voxshard.pipelines.verify import verify as verify_build
 
     problems, summary = verify_build(out, decode)
     if problems:
@@ -227,9 +227,9 @@ def demo(
     """Generate a small corpus in each layout (real MP3, Vorbis, FLAC, Opus, SPHERE audio), build
     each one, and show what `inspect` shows."""
     _setup_logging(False)
-    from pipelines import demo as generators
-    from pipelines.build import BuildConfig, run_build
-    from pipelines.inspect import summarize
+    from voxshard.pipelines import demo as generators
+    from voxshard.pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.inspect import summarize
 
     # (source, generator, max error rate): the small trees hold deliberately bad rows
     layouts: list[tuple[str, Callable[[str], dict[str, int]], float]] = [
@@ -264,7 +264,7 @@ def demo(
 
 def _demo_similarity_and_training(out: str, builds: list[str], steps: int) -> None:
     """The rest of the demo: similarity over every build, a tiny CPU training run, the probe."""
-    from pipelines.similarity import SimilarityConfig, run_similarity
+    from voxshard.pipelines.similarity import SimilarityConfig, run_similarity
 
     sim = os.path.join(out, "similarity")
     typer.echo(f"similarity -> {sim} ...")
@@ -273,9 +273,9 @@ def _demo_similarity_and_training(out: str, builds: list[str], steps: int) -> No
     )
     typer.echo(f"  {len(report['languages'])} languages, {report['speakers']['count']} speakers")
     try:
-        from training.config import load_config
-        from training.loop import train as run_training
-        from training.probe import run_probe
+        from voxshard.training.config import load_config
+        from voxshard.training.loop import train as run_training
+        from voxshard.training.probe import run_probe
     except ImportError:
         typer.echo("training skipped: install the training extra (pip install 'voxshard[train]')")
         return
@@ -310,7 +310,7 @@ def similarity(
 ) -> None:
     """lang2vec language-similarity matrices and Haversine speaker distances (MASR encoders)."""
     _setup_logging(False)
-    from pipelines.similarity import SimilarityConfig, run_similarity
+    from voxshard.pipelines.similarity import SimilarityConfig, run_similarity
 
     try:
         config = SimilarityConfig(
@@ -349,8 +349,8 @@ def train(
     form key.sub=value override the config, e.g. optim.max_steps=50 model.preset=base."""
     _setup_logging(False)
     try:
-        from training.config import load_config
-        from training.loop import train as run_training
+        from voxshard.training.config import load_config
+        from voxshard.training.loop import train as run_training
     except ImportError as error:
         _fail(ConfigError(f"{error}: install the training extra: pip install 'voxshard[train]'"), 2)
     folders = [item for item in builds if "=" not in item]
@@ -374,7 +374,7 @@ def probe(
     per-language table, confusion matrix PNG (RUN/probe/)."""
     _setup_logging(False)
     try:
-        from training.probe import run_probe
+        from voxshard.training.probe import run_probe
 
         report = run_probe(run, build, per_language)
     except ImportError as error:
@@ -394,7 +394,7 @@ def probe(
 
 
 def _matrix_language(tag: str) -> str:
-    from schemas import resolve_language
+    from voxshard.schemas import resolve_language
 
     return resolve_language(tag)
 
@@ -410,7 +410,7 @@ def normalize(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """Normalize lines from stdin to stdout: exactly one output line per input line."""
-    from normalizers import EMPTY, check_policy, normalize_lines, read_lexicon
+    from voxshard.normalizers import EMPTY, check_policy, normalize_lines, read_lexicon
 
     try:
         problems = check_policy(policy, scheme)
@@ -438,8 +438,8 @@ def score(
     """Corpus WER, CER and transliteration-insensitive WER (T-WER)."""
     import json
 
-    from normalizers import EMPTY, read_lexicon
-    from normalizers import score as score_lines
+    from voxshard.normalizers import EMPTY, read_lexicon
+    from voxshard.normalizers import score as score_lines
 
     try:
         language = _matrix_language(lang)

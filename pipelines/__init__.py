@@ -1,0 +1,1 @@
+"""Beam wiring: the build, similarity and stats pipelines; audio decode/encode; shard writing."""
