@@ -97,7 +97,8 @@ def plain_loop(root: str, out: str) -> None:
 
 
 def voxshard(root: str, out: str, workers: int) -> None:
-    from voxshard.pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.config import BuildConfig
+    from voxshard.pipelines.runner import run_build
 
     run_build(
         BuildConfig("commonvoice", root, out, splits=("train",), workers=workers), overwrite=True
@@ -186,7 +187,8 @@ def reading(build: str) -> dict[str, float]:
 MEMORY_CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 run_build(BuildConfig("manifest", {manifest!r}, {out!r}), overwrite=True)
 status = open("/proc/self/status").read()
 print([l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")][0])

@@ -260,13 +260,7 @@ def encode_flac(pcm: npt.NDArray[np.int16], sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
-    """Validate + resample + encode decoded samples. Raises AudioError("validate", ...)."""
-    if not np.isfinite(samples).all():
-        raise AudioError("validate", "non-finite samples (NaN or inf)")
-    samples = resample(samples, rate, config.sample_rate, config.resample_quality)
-    num_samples = int(samples.shape[0])
-    duration_s = num_samples / config.sample_rate
+def _check_duration(duration_s: float, config: AudioConfig) -> None:
     if duration_s < config.min_duration_s:
         raise AudioError(
             "validate", "too short", f"{duration_s:.3f} s < --min-duration {config.min_duration_s}"
@@ -275,12 +269,160 @@ def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
         raise AudioError(
             "validate", "too long", f"{duration_s:.3f} s > --max-duration {config.max_duration_s}"
         )
+
+
+def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
+    """Validate + resample + encode decoded samples. Raises AudioError("validate", ...)."""
+    if not np.isfinite(samples).all():
+        raise AudioError("validate", "non-finite samples (NaN or inf)")
+    samples = resample(samples, rate, config.sample_rate, config.resample_quality)
+    num_samples = int(samples.shape[0])
+    _check_duration(num_samples / config.sample_rate, config)
     pcm, _clipped = to_int16(samples)
     return EncodedAudio(
         flac=encode_flac(pcm, config.sample_rate),
         num_samples=num_samples,
         sample_rate=config.sample_rate,
         source_sample_rate=rate,
+    )
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What a file's header says, read without decoding (for planning)."""
+
+    format: str  # libsndfile's major format: FLAC, WAV, MP3, OGG, NIST, ...
+    subtype: str  # PCM_16, VORBIS, OPUS, MPEG_LAYER_III, ...
+    channels: int
+    sample_rate: int
+    frames: int  # the header's count: an estimate for MP3 (see SpanReader)
+    num_bytes: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def read_header(path: str) -> AudioHeader:
+    """Open ``path`` and read its header only. Raises AudioError("decode", ...) for a file
+    that is missing, empty, unreadable or has more than MAX_CHANNELS channels."""
+    handle, stream = _open_checked(path)
+    try:
+        header = AudioHeader(
+            format=str(handle.format),
+            subtype=str(handle.subtype),
+            channels=int(handle.channels),
+            sample_rate=int(handle.samplerate),
+            frames=max(0, int(handle.frames)),
+            num_bytes=storage.getsize(path),
+        )
+    finally:
+        handle.close()
+        if stream is not None:
+            stream.close()
+    if header.channels > MAX_CHANNELS:
+        detail = f"{header.channels} channels; mono and stereo are mixed down, more are not"
+        raise AudioError("decode", "too many channels", detail)
+    return header
+
+
+# FLAC copy-through (https://xiph.org/flac/format.html): "fLaC", then metadata blocks, each a
+# 4-byte header (1 bit last-block flag, 7 bits type, 24 bits length) and its data; STREAMINFO
+# (type 0, 34 bytes) comes first. Bytes 10..17 of STREAMINFO hold sample rate (20 bits),
+# channels - 1 (3), bits per sample - 1 (5) and the total sample count (36; 0 = unknown).
+FLAC_MARKER = b"fLaC"
+FLAC_STREAMINFO, FLAC_SEEKTABLE = 0, 3
+FLAC_COUNT_BLOCK_FRAMES = 4096  # a failed read loses one block: count in FLAC-frame steps
+FLAC_KEPT_BLOCKS = frozenset({FLAC_STREAMINFO, FLAC_SEEKTABLE})  # tags, pictures, padding go
+
+
+@dataclass(frozen=True)
+class FlacStreamInfo:
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    total_samples: int  # 0 when the encoder did not record it
+
+
+def flac_metadata(data: bytes) -> tuple[FlacStreamInfo, bytes, int]:
+    """(STREAMINFO, the kept metadata blocks re-chained, offset of the first audio frame).
+    Raises AudioError("decode", "unreadable audio") when the metadata chain is malformed."""
+    if not data.startswith(FLAC_MARKER):
+        raise AudioError("decode", "unreadable audio", "FLAC: no fLaC marker at the start")
+    offset, blocks, info = len(FLAC_MARKER), [], None
+    last = False
+    while not last:
+        if offset + 4 > len(data):
+            raise AudioError("decode", "unreadable audio", "FLAC: metadata runs past the end")
+        last = bool(data[offset] & 0x80)
+        kind = data[offset] & 0x7F
+        length = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        body = data[offset + 4 : offset + 4 + length]
+        if len(body) != length or kind == 127:
+            raise AudioError("decode", "unreadable audio", "FLAC: malformed metadata block")
+        if kind == FLAC_STREAMINFO and length >= 34:
+            bits = int.from_bytes(body[10:18], "big")
+            info = FlacStreamInfo(
+                sample_rate=bits >> 44,
+                channels=((bits >> 41) & 0x7) + 1,
+                bits_per_sample=((bits >> 36) & 0x1F) + 1,
+                total_samples=bits & ((1 << 36) - 1),
+            )
+        if kind in FLAC_KEPT_BLOCKS:
+            blocks.append((kind, body))
+        offset += 4 + length
+    if info is None or blocks[0][0] != FLAC_STREAMINFO:
+        raise AudioError("decode", "unreadable audio", "FLAC: STREAMINFO is not the first block")
+    chain = b"".join(
+        bytes([kind | (0x80 if i == len(blocks) - 1 else 0)]) + len(body).to_bytes(3, "big") + body
+        for i, (kind, body) in enumerate(blocks)
+    )
+    return info, chain, offset
+
+
+def _count_decoded_frames(data: bytes) -> tuple[int, str | None]:
+    """Decode a FLAC block by block: (frames decoded, libsndfile's error or None). Block reads
+    count what really decodes where one whole-file read fails outright on a short file."""
+    import soundfile as sf
+
+    decoded = 0
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            buffer = np.empty((FLAC_COUNT_BLOCK_FRAMES, handle.channels), dtype=np.int16)
+            while count := len(handle.read(out=buffer)):
+                decoded += count
+    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        return decoded, str(error)
+    return decoded, None
+
+
+def copy_flac(data: bytes, config: AudioConfig, verify: bool = True) -> EncodedAudio:
+    """A FLAC file that is already mono, 16-bit at the build rate, as its own frames with only
+    STREAMINFO and SEEKTABLE kept. With ``verify`` it is fully decoded first: that validates
+    every frame and gives the exact sample count, which must equal STREAMINFO's when that is
+    recorded. Without, the count is STREAMINFO's. Raises AudioError for bad or odd files."""
+    info, chain, frames_at = flac_metadata(data)
+    if (info.channels, info.bits_per_sample, info.sample_rate) != (1, 16, config.sample_rate):
+        detail = f"{info.channels} ch, {info.bits_per_sample} bit, {info.sample_rate} Hz"
+        raise AudioError("decode", "not a copyable FLAC", detail)
+    num_samples = info.total_samples
+    if verify or not num_samples:
+        decoded, failure = _count_decoded_frames(data)
+        if num_samples and decoded < num_samples:
+            detail = f"STREAMINFO says {num_samples} samples, {decoded} decoded"
+            raise AudioError("decode", "truncated audio", detail)
+        if failure is not None:
+            raise AudioError("decode", "unreadable audio", failure)
+        if num_samples and decoded != num_samples:
+            detail = f"STREAMINFO says {num_samples} samples, {decoded} decoded"
+            raise AudioError("decode", "length mismatch", detail)
+        num_samples = decoded
+    _check_duration(num_samples / config.sample_rate, config)
+    return EncodedAudio(
+        flac=FLAC_MARKER + chain + data[frames_at:],
+        num_samples=num_samples,
+        sample_rate=config.sample_rate,
+        source_sample_rate=info.sample_rate,
     )
 
 

@@ -11,23 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voxshard.pipelines.faults import crash_point
-from voxshard.pipelines.records import Reject
+from voxshard.pipelines.outdir import WORK_DIR
+from voxshard.pipelines.records import Count, Reject
 from voxshard.pipelines.shards import ShardInfo
 from voxshard.schemas import SCHEMA_VERSION, arrow_schema, storage
-from voxshard.schemas.storage import TEMP_MARKER
 
-WORK_DIR = ".work"
-MARKER = ".voxshard-build.json"
-OUTPUT_ENTRIES = (
-    "shards",
-    "utterances.parquet",
-    "shards.jsonl",
-    "rejects.jsonl",
-    "stats.json",
-    "COMPLETED",
-    WORK_DIR,
-    MARKER,
-)
 PARQUET_COMPRESSION = "zstd"
 
 
@@ -240,6 +228,27 @@ def finalize(
     return result
 
 
+def finalize_events(
+    out: str, events: Iterable[object], max_error_rate: float, completed: dict[str, Any]
+) -> dict[str, Any]:
+    """Finalize from everything the steps reported: shard rows, rejects and counts (plan
+    summaries are for progress and the dry run, not the index)."""
+    shards: list[ShardInfo] = []
+    rejects: list[Reject] = []
+    counts: Counter[str] = Counter()
+    for event in events:
+        if isinstance(event, ShardInfo):
+            shards.append(event)
+        elif isinstance(event, Reject):
+            rejects.append(event)
+        elif isinstance(event, Count):
+            counts[event.name] += event.value
+    summary = write_rejects(out, rejects)
+    return finalize(
+        out, shards, summary, counts["parsed"], counts["merged"], max_error_rate, completed
+    )
+
+
 def _remove_stale_shards(out: str, keep: set[str]) -> None:
     """Delete shard files this build did not write (left by an earlier, different attempt)."""
     root = storage.join(out, "shards")
@@ -248,22 +257,3 @@ def _remove_stale_shards(out: str, keep: set[str]) -> None:
     for relative in storage.walk_files(root):
         if f"shards/{relative}" not in keep:
             storage.remove(storage.join(root, relative))
-
-
-def clear_outputs(out: str) -> None:
-    """Remove everything a build writes in OUT (and nothing else)."""
-    for name in OUTPUT_ENTRIES:
-        storage.remove_tree(storage.join(out, name))
-
-
-def remove_temporaries(out: str) -> None:
-    """Delete temp files a killed build left behind (they never carry a final name)."""
-    for relative in storage.walk_files(out):
-        if TEMP_MARKER in storage.basename(relative):
-            storage.remove(storage.join(out, relative))
-
-
-def remove_work_dir(out: str) -> None:
-    """Drop the build's scratch folder once COMPLETED is written (and the marker with it)."""
-    storage.remove_tree(storage.join(out, WORK_DIR))
-    storage.remove(storage.join(out, MARKER))

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from voxshard.corpora import CorpusOptions, SourceUtterance, origin_order
 from voxshard.corpora.geo_table import GeoTable
 from voxshard.encoders import language_coordinates
 from voxshard.normalizers import EMPTY, Lexicon, normalize
-from voxshard.pipelines.audio import AudioConfig, EncodedAudio, Span, process_file
+from voxshard.pipelines.audio import AudioConfig, EncodedAudio, Span, copy_flac, process_file
 from voxshard.pipelines.shards import Sample
 from voxshard.schemas import (
     AudioError,
     Geo,
     SourceRef,
     Transcript,
-    UnknownLanguageError,
     Utterance,
-    resolve_language,
     storage,
 )
-
-# A longer transcript is not one utterance's (60 s of fast speech is ~1,200 characters); it is
-# rejected before its audio is decoded, so a corrupt table cannot fill memory or the index.
-MAX_TRANSCRIPT_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +43,14 @@ class Reject:
     def sort_key(self) -> tuple[tuple[str, int], str, str, str]:
         """Order by source path, then line number as a number, then key, stage, reason."""
         return (origin_order(self.source), self.key or "", self.stage, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A number a step reports to Finalize (items parsed from a table, listings merged)."""
+
+    name: str
+    value: int
 
 
 def _identity(item: SourceUtterance) -> tuple[str, float | None, float | None]:
@@ -110,40 +112,44 @@ def _geo(
 
 def make_samples(
     audio_path: str,
-    items: Iterable[SourceUtterance],
+    items: Sequence[tuple[SourceUtterance, str]],
     options: CorpusOptions,
     audio: AudioConfig,
     geo_table: GeoTable | None = None,
     text: TextOptions = TextOptions(),
     language_geo: bool = True,
+    copy: bool = False,
+    verify_copies: bool = True,
 ) -> Iterator[Sample | Reject]:
-    """Every item cut from one audio file, which is opened and decoded once.
+    """Every (item, ISO 639-3 language) cut from one audio file, which is opened and decoded
+    once; ``copy``: the one whole-file item's FLAC bytes are copied (audio.copy_flac).
 
-    Yields a Sample per written item and a Reject (language, decode or validate stage) for
-    every other, in (start, key) order.
+    Yields a Sample per written item and a Reject (decode or validate stage) for every other,
+    in the order of ``items``.
     """
-    resolved = []
-    for item in sorted(items, key=lambda u: (u.start_s or 0.0, u.key)):
-        longest = max(len(item.transcript or ""), len(item.transcript_normalized or ""))
-        if longest > MAX_TRANSCRIPT_CHARS:
-            detail = f"{longest} characters; an utterance may have {MAX_TRANSCRIPT_CHARS}"
-            yield Reject(item.key, item.origin, "text", "transcript too long", detail)
-            continue
-        try:
-            resolved.append((item, resolve_language(item.source_language)))
-        except UnknownLanguageError as error:
-            yield Reject(item.key, item.origin, "language", "unknown language", error.tag)
-    if not resolved:
-        return
-    results = process_file(
-        storage.join(options.base_dir, audio_path), [_spans(item) for item, _ in resolved], audio
-    )
-    for (item, language), result in zip(resolved, results, strict=True):
+    path = storage.join(options.base_dir, audio_path)
+    results: list[EncodedAudio | AudioError]
+    if copy:
+        results = [_copied(path, audio, verify_copies)]
+    else:
+        results = process_file(path, [_spans(item) for item, _ in items], audio)
+    for (item, language), result in zip(items, results, strict=True):
         if isinstance(result, AudioError):
             yield Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
         else:
             geo = _geo(item, language, geo_table, language_geo)
             yield _sample(item, language, result, geo, _transcript(item, language, text))
+
+
+def _copied(path: str, audio: AudioConfig, verify: bool) -> EncodedAudio | AudioError:
+    try:
+        return copy_flac(storage.read_bytes(path), audio, verify)
+    except FileNotFoundError:
+        return AudioError("decode", "missing audio file")
+    except OSError as error:
+        return AudioError("decode", "unreadable audio", str(error))
+    except AudioError as error:
+        return error
 
 
 def _transcript(item: SourceUtterance, language: str, options: TextOptions) -> Transcript:

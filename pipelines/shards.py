@@ -1,4 +1,4 @@
-"""Deterministic WebDataset shards: stable bucket assignment, exact size bound, atomic writes.
+"""Deterministic WebDataset shards: exact tar size accounting, stable hashing, atomic writes.
 
 A sample is two tar members, ``<key>.flac`` and ``<key>.json``. Members have mtime 0, uid/gid
 0, empty owner names and mode 0644, and are sorted by key, so the same samples give the same
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from voxshard.pipelines.faults import crash_point
@@ -20,7 +20,6 @@ from voxshard.schemas import storage
 TAR_BLOCK = 512
 TAR_RECORD = 20 * TAR_BLOCK
 GNU_NAME_LIMIT = 100
-BUCKET_FILL = 0.85  # aim buckets at 85 % of --shard-size so few need a second part
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,34 +86,6 @@ def archive_bytes(members_bytes: int) -> int:
 def stable_hash(text: str) -> int:
     """A digest-based hash that is the same in every process and on every machine."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def bucket_count(group_bytes: int, shard_size_bytes: int) -> int:
-    return max(1, math.ceil(group_bytes / (shard_size_bytes * BUCKET_FILL)))
-
-
-def assign_bucket(key: str, buckets: int) -> int:
-    return stable_hash(key) % buckets
-
-
-def cut_parts(sizes: Sequence[int], shard_size_bytes: int) -> list[int]:
-    """Split consecutive samples (their tar bytes) into parts whose archives fit the bound.
-
-    Returns the number of samples in each part. A sample larger than the bound alone gets a
-    part of its own (the only way a shard exceeds --shard-size).
-    """
-    parts: list[int] = []
-    count = 0
-    total = 0
-    for size in sizes:
-        if count and archive_bytes(total + size) > shard_size_bytes:
-            parts.append(count)
-            count, total = 0, 0
-        count += 1
-        total += size
-    if count:
-        parts.append(count)
-    return parts
 
 
 def shard_name(corpus: str, split: str, number: int) -> str:

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from voxshard.pipelines.index import WORK_DIR
+from voxshard.pipelines.outdir import WORK_DIR
 from voxshard.schemas import storage
 from voxshard.schemas.storage import TEMP_MARKER
 

@@ -16,7 +16,11 @@ import webdataset as wds
 from scipy.signal import resample_poly
 
 from conftest import tone, tree_digest, write_audio, write_tsv
-from voxshard.pipelines.build import BuildConfig, build_pipeline, prepare_output, run_build
+from voxshard.pipelines.build import build_pipeline
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.outdir import prepare_output
+from voxshard.pipelines.plan import FLAC_RATIO_ESTIMATE
+from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.shards import archive_bytes
 from voxshard.schemas import BuildError, ConfigError
 
@@ -220,15 +224,19 @@ def test_builds_are_byte_identical(cv_root: Path, tmp_path: Path) -> None:
     assert len([p for p in first if p.endswith(".tar")]) > 3
 
 
-def test_shard_size_bound_and_contiguous_numbers(cv_root: Path, tmp_path: Path) -> None:
+def test_shard_size_target_and_contiguous_numbers(cv_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     bound_mb = 0.03
     build(cv_root, out, shard_size_mb=bound_mb)
     check_contract(out)
     shards = read_jsonl(out / "shards.jsonl")
     groups: dict[tuple[str, str], list[str]] = {}
+    # --shard-size is a planning target: estimated FLAC bytes at FLAC_RATIO_ESTIMATE, so a
+    # shard exceeds it by at most 1 / FLAC_RATIO_ESTIMATE (audio that does not compress), or
+    # holds one file that is larger than the target on its own
+    worst_case = bound_mb * 1e6 / FLAC_RATIO_ESTIMATE
     for shard in shards:
-        assert shard["num_bytes"] <= bound_mb * 1e6 or shard["num_samples"] == 1
+        assert shard["num_bytes"] <= worst_case or shard["num_samples"] == 1
         groups.setdefault((shard["lang"], shard["split"]), []).append(shard["path"])
     for paths in groups.values():
         numbers = sorted(int(p[-10:-4]) for p in paths)
@@ -368,24 +376,3 @@ def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> No
     [row] = pq.read_table(out / "utterances.parquet").to_pylist()
     assert row["transcript"]["raw"] == "hello\x07 wor\x1bld"
     assert row["transcript"]["normalized"] == "hello world"
-
-
-def test_batches_are_bounded_and_lose_nothing() -> None:
-    from voxshard.corpora import SourceUtterance
-    from voxshard.pipelines.build import BATCH_ITEMS, MAX_PENDING_ITEMS, Batcher, pack, unpack_all
-
-    items = [
-        SourceUtterance(f"k{i}", "c", "train", "en", f"a{i % 7}.wav", f"t.tsv:{i}")
-        for i in range(MAX_PENDING_ITEMS + 3000)
-    ]
-    batcher = Batcher(4, "key")
-    out = [element for item in items for element in batcher.add(item)]
-    out += list(batcher.flush())
-    sizes = [len(list(unpack_all([batch]))) for _bucket, batch in out]
-    assert max(sizes) <= BATCH_ITEMS and sum(sizes) == len(items)
-    assert sorted(u.key for _b, batch in out for u in unpack_all([batch])) == sorted(
-        u.key for u in items
-    )
-    many = Batcher(100_000, "key")  # few items per bucket: the pending bound flushes
-    assert any(True for item in items[: MAX_PENDING_ITEMS + 1] for _ in many.add(item))
-    assert list(unpack_all([pack(items[:3], compress=False)])) == items[:3]

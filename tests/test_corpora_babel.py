@@ -10,7 +10,8 @@ import soundfile as sf
 from conftest import tone, write_tsv
 from test_build import check_contract, read_jsonl
 from voxshard.corpora.babel import has_speech, normalize_transcript, speaker_of
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 
 PACK = "BABEL_OP1_206"
 IN = "BABEL_OP1_206_12345_20120101_120000_inLine"

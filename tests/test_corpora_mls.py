@@ -9,7 +9,8 @@ from conftest import tone, write_audio
 from test_build import check_contract
 from voxshard.corpora import CorpusOptions
 from voxshard.corpora.mls import list_sources, read_metainfo
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.schemas import ConfigError
 
 METAINFO = """ SPEAKER   |   GENDER   | PARTITION  |  MINUTES   |  BOOK ID   |             TITLE              |            CHAPTER

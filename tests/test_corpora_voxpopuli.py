@@ -14,7 +14,8 @@ from conftest import tone, write_audio
 from test_build import check_contract, read_jsonl
 from voxshard.corpora.voxpopuli import parse_vad
 from voxshard.pipelines.audio import to_int16
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 
 SESSION = "20180206-0900-PLENARY-15"
 ASR_HEADER = (
@@ -206,5 +207,7 @@ def test_session_file_is_opened_once_for_all_its_segments(
     monkeypatch.setattr(audio, "_open", counting_open)
     run_build(BuildConfig("voxpopuli", str(voxpopuli_root), str(tmp_path / "o"), max_error_rate=1))
     session = [p for p in opened if p.endswith(f"{SESSION}_hr.ogg")]
-    assert len(session) == 1  # both ASR segments of the session, one decode pass
+    # one decode pass per (language, corpus, split) group: its train and dev segments go to
+    # different shards, each written in its own step (no audio crosses a shuffle)
+    assert len(session) == 2
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["written"] == 3

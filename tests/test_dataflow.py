@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from voxshard.pipelines.build import BuildConfig, plan_run
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import plan_run
 from voxshard.schemas import ConfigError
 
 DATAFLOW = [
@@ -52,7 +53,7 @@ def test_dataflow_refuses_a_local_out_and_root(cv_root: Path, tmp_path: Path) ->
 def test_local_runners_run_in_process(cv_root: Path, tmp_path: Path) -> None:
     config = BuildConfig("commonvoice", str(cv_root), str(tmp_path / "out"), workers=2)
     plan = plan_run(config, ["--runner", "DirectRunner"])
-    assert plan.local and not plan.dry_run and plan.runner is not None
+    assert plan.in_process and not plan.beam_dry_run and plan.runner is not None
     assert plan.options.get_all_options()["direct_num_workers"] == 2
 
 
@@ -60,7 +61,7 @@ def test_a_packaged_job_is_left_as_given(cv_root: Path) -> None:
     config = BuildConfig("commonvoice", str(cv_root), "gs://voxshard-test-bucket/out")
     image = "us-docker.pkg.dev/p/r/voxshard:1"
     plan = plan_run(config, [*DATAFLOW, "--sdk_container_image", image, "--dry_run=True"])
-    assert not plan.local and plan.dry_run
+    assert not plan.in_process and plan.beam_dry_run
     assert plan.options.get_all_options()["setup_file"] is None
     with pytest.raises(ConfigError, match=r"--geo .* is local; workers read it"):
         plan_run(

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, tree_digest
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.verify import verify
 
 

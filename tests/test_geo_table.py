@@ -7,7 +7,8 @@ import pytest
 
 from conftest import tone, write_audio, write_tsv
 from voxshard.corpora.geo_table import read_geo_table
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.schemas import ConfigError
 
 

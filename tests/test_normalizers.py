@@ -243,7 +243,8 @@ def test_build_fills_transcript_policy_scripts_and_cmi(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     from conftest import tone, write_audio, write_tsv
-    from voxshard.pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.config import BuildConfig
+    from voxshard.pipelines.runner import run_build
 
     for name in ("a", "b", "c"):
         write_audio(tmp_path / f"{name}.wav", tone(300, 1.0, 16000), 16000, "wav")

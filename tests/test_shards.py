@@ -10,9 +10,6 @@ import pytest
 from voxshard.pipelines.shards import (
     Sample,
     archive_bytes,
-    assign_bucket,
-    bucket_count,
-    cut_parts,
     member_bytes,
     stable_hash,
     write_tar,
@@ -62,54 +59,38 @@ def test_tar_members_are_fixed_sorted_and_complete(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["s.tar", "t.tar"]
 
 
-def test_cut_parts_respects_the_bound() -> None:
-    sizes = [3000, 3000, 3000, 3000, 50_000, 100]
-    bound = 10_240 + 512
-    parts = cut_parts(sizes, bound)
-    assert sum(parts) == len(sizes)
-    start = 0
-    for count in parts:
-        chunk = sizes[start : start + count]
-        start += count
-        assert archive_bytes(sum(chunk)) <= bound or count == 1  # oversized sample alone
-    assert parts == [3, 1, 1, 1]
-    assert cut_parts([], bound) == []
-
-
-def test_stable_hash_and_buckets() -> None:
+def test_stable_hash_is_the_same_on_any_machine() -> None:
     assert stable_hash("commonvoice_en_1") == stable_hash("commonvoice_en_1")
-    assert stable_hash("commonvoice_en_1") == 0x40EF25988E20A6A1  # blake2b: same on any machine
-    assert bucket_count(0, 1000) == 1
-    assert bucket_count(850, 1000) == 1
-    assert bucket_count(851, 1000) == 2
-    counts = [0] * 8
-    for i in range(8000):
-        counts[assign_bucket(f"key{i}", 8)] += 1
-    assert min(counts) > 850  # roughly uniform
+    assert stable_hash("commonvoice_en_1") == 0x40EF25988E20A6A1  # blake2b-64, big-endian
 
 
-def test_spilled_samples_come_back_exactly(tmp_path: Path) -> None:
-    from voxshard.pipelines.spill import SpillReader, SpillWriter
+def test_spooled_samples_come_back_exactly_in_key_order() -> None:
+    """The shard writer's spool: samples of any size, added in decode order, come back whole
+    and sorted by key, past the in-memory limit too."""
+    from voxshard.pipelines import write
 
-    originals = [sample(f"k{i}", size) for i, size in enumerate([0, 1, 700, 100_000, 3])]
-    first, second = SpillWriter(str(tmp_path)), SpillWriter(str(tmp_path))
-    refs = [(first if i % 2 else second).add(s) for i, s in enumerate(originals)]
-    first.close()
-    second.close()
-    assert len(os.listdir(tmp_path)) == 2  # one file per writer (per bundle)
-    for ref, original in zip(refs, originals, strict=True):
-        assert (ref.key, ref.group, ref.tar_bytes) == (
-            original.key,
-            original.group,
-            original.tar_bytes,
+    sizes = {"k3": 0, "k0": 1, "k4": 700, "k1": 100_000, "k2": 3}  # added in this order
+    originals = [sample(key, size) for key, size in sizes.items()]
+    spool = write.SampleSpool()
+    for original in originals:
+        spool.add(original)
+    assert len(spool) == 5
+    back = list(spool.in_key_order(("eng", "c", "train", 0)))
+    assert [s.key for s in back] == ["k0", "k1", "k2", "k3", "k4"]
+    by_key = {s.key: s for s in originals}
+    for got in back:
+        assert (got.flac, got.json, got.duration_s) == (
+            by_key[got.key].flac,
+            by_key[got.key].json,
+            by_key[got.key].duration_s,
         )
-    reader = SpillReader(str(tmp_path))
-    assert list(reader.load_all(list(reversed(refs)))) == list(reversed(originals))
-    assert reader.load(originals[0]) is originals[0]  # a Sample passes through
-    reader.close()
-    (tmp_path / refs[3].file).write_bytes(b"short")
-    with pytest.raises(OSError, match="is short"):
-        SpillReader(str(tmp_path)).load(refs[3])
+    spool.close()
+    big = write.SampleSpool()
+    payload = sample("big", write.SPOOL_MEMORY_BYTES + 10)
+    big.add(payload)
+    assert big.file._rolled  # spilled to a temp file past the memory limit
+    assert next(big.in_key_order(("eng", "c", "train", 0))).flac == payload.flac
+    big.close()
 
 
 def test_index_rows_from_json_match_python_rows() -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import tone, write_audio, write_tsv
 from voxshard.encoders import haversine_km, load_feature_set
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.similarity import SimilarityConfig, run_similarity
 from voxshard.schemas import ConfigError, resolve_language
 from voxshard.schemas.languages import tables

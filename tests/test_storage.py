@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.verify import verify
 from voxshard.schemas import storage
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from conftest import run_cli, write_tsv
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
 from voxshard.pipelines.demo import speech_like
+from voxshard.pipelines.runner import run_build
 from voxshard.schemas import ConfigError
 from voxshard.training.bestrq import RandomProjectionQuantizer, span_mask
 from voxshard.training.config import load_config

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from voxshard.pipelines.build import BuildConfig, run_build
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]

@@ -67,7 +67,9 @@ def build(
         str | None, typer.Option(help="comma-separated splits (commonvoice: train,dev,test)")
     ] = None,
     sample_rate: Annotated[int, typer.Option(help="output sample rate in Hz")] = 16000,
-    shard_size: Annotated[float, typer.Option(help="shard size bound in MB")] = 256.0,
+    shard_size: Annotated[
+        float, typer.Option(help="target shard size in MB (planned from durations; see README)")
+    ] = 256.0,
     min_duration: Annotated[float, typer.Option(help="shortest utterance kept, seconds")] = 0.2,
     max_duration: Annotated[float, typer.Option(help="longest utterance kept, seconds")] = 60.0,
     max_error_rate: Annotated[
@@ -101,6 +103,13 @@ def build(
     scheme: Annotated[
         str | None, typer.Option(help="to-native romanization: itrans, hk, iast, none")
     ] = None,
+    verify_copies: Annotated[
+        bool,
+        typer.Option(help="decode copied FLAC sources fully to validate them and count samples"),
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option(help="parse and plan only: print what would be written, write nothing")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing build in OUT")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -109,7 +118,8 @@ def build(
     DataflowRunner --project P ...`)."""
     _setup_logging(verbose)
     try:
-        from voxshard.pipelines.build import BuildConfig, run_build
+        from voxshard.pipelines.config import BuildConfig
+        from voxshard.pipelines.runner import run_build
 
         config = BuildConfig(
             source=source,
@@ -128,6 +138,7 @@ def build(
             normalize=normalize,
             lexicon=lexicon,
             scheme=scheme,
+            verify_copies=verify_copies,
             settings=_settings(
                 voxpopuli_data=voxpopuli_data,
                 voxpopuli_audio=voxpopuli_audio,
@@ -137,21 +148,41 @@ def build(
                 keep_silence="yes" if keep_silence else None,
             ),
         )
-        stats = run_build(config, beam_args or (), overwrite=overwrite)
+        stats = run_build(config, beam_args or (), overwrite=overwrite, dry_run_only=dry_run)
     except ConfigError as error:
         _fail(error, 2)
     except (BuildError, VoxshardError) as error:
         _fail(error, 1)
-    if stats.get("dry_run"):
+    if stats.get("validated_only"):
         typer.echo(
             f"dry run: job built from {stats['sources']} source table(s) with "
             f"{stats['steps']} step(s); not submitted, OUT untouched"
         )
         return
+    if stats.get("dry_run"):
+        _print_plan(stats)
+        return
     typer.echo(
         f"wrote {stats['written']} utterances ({stats['hours']:.3f} h) in "
         f"{stats['shards']['count']} shard(s); rejected {stats['rejected']} -> {out}"
     )
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    """What ``build --dry-run`` found: nothing was written."""
+    typer.echo(
+        f"dry run: {plan['sources']} source table(s), {plan['discovered']} items discovered, "
+        f"{plan['planned_items']} planned, {plan['rejected_so_far']} rejected so far"
+    )
+    for reason, count in plan["rejected_by_reason"].items():
+        typer.echo(f"  rejected: {reason}: {count}")
+    typer.echo(f"{'language':<10}{'tags in the corpus':<24}{'items':>8}{'hours':>10}{'shards':>8}")
+    for language, row in plan["by_language"].items():
+        tags = ",".join(row["source_languages"])
+        typer.echo(
+            f"{language:<10}{tags:<24}{row['items']:>8}{row['hours']:>10.3f}{row['shards']:>8}"
+        )
+    typer.echo(f"would write {plan['hours']:.3f} h in {plan['shards']} shard(s); nothing written")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -228,8 +259,9 @@ def demo(
     each one, and show what `inspect` shows."""
     _setup_logging(False)
     from voxshard.pipelines import demo as generators
-    from voxshard.pipelines.build import BuildConfig, run_build
+    from voxshard.pipelines.config import BuildConfig
     from voxshard.pipelines.inspect import summarize
+    from voxshard.pipelines.runner import run_build
 
     # (source, generator, max error rate): the small trees hold deliberately bad rows
     layouts: list[tuple[str, Callable[[str], dict[str, int]], float]] = [

@@ -1,0 +1,170 @@
+"""Write one planned shard: the plain function behind WriteShards.
+
+Each of the shard's files is decoded once (or its FLAC bytes copied), its items resampled,
+validated, their transcripts normalized and encoded; samples wait in a local spool (memory up
+to SPOOL_MEMORY_BYTES, then a temp file), so a shard's audio is never held whole. The tar is
+written in key order (temp name + rename), then its index fragment, then a receipt: a rerun of
+the same plan (a resumed or retried build) finds the receipt and returns its result unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from voxshard.corpora import CorpusOptions
+from voxshard.corpora.geo_table import GeoTable
+from voxshard.pipelines import index
+from voxshard.pipelines.audio import AudioConfig
+from voxshard.pipelines.faults import crash_point
+from voxshard.pipelines.outdir import WORK_DIR
+from voxshard.pipelines.plan import FileWork, ShardKey
+from voxshard.pipelines.records import Reject, TextOptions, make_samples
+from voxshard.pipelines.shards import Sample, ShardInfo, shard_name, write_tar
+from voxshard.schemas import storage
+
+SPOOL_MEMORY_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """Everything a shard writer needs, built once per worker."""
+
+    out: str
+    options: CorpusOptions
+    audio: AudioConfig
+    text: TextOptions
+    geo_table: GeoTable | None
+    language_geo: bool
+    verify_copies: bool
+
+
+class SampleSpool:
+    """Samples of one shard in a spooled temp file; handed back one at a time in key order."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self.entries: list[tuple[str, int, int, int, float]] = []  # key, at, flac, json, s
+        self.records: dict[str, bytes] = {}
+
+    def add(self, sample: Sample) -> None:
+        at = self.file.tell()
+        self.file.write(sample.flac)
+        self.file.write(sample.json)
+        self.entries.append((sample.key, at, len(sample.flac), len(sample.json), sample.duration_s))
+        self.records[sample.key] = sample.json
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def in_key_order(self, shard_key: ShardKey) -> Iterator[Sample]:
+        lang, corpus, split, _number = shard_key
+        for key, at, flac_bytes, json_bytes, duration_s in sorted(self.entries):
+            self.file.seek(at)
+            flac = self.file.read(flac_bytes)
+            record = self.file.read(json_bytes)
+            yield Sample(key, lang, corpus, split, flac, record, duration_s)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def shard_path(shard_key: ShardKey) -> str:
+    """The shard's path relative to OUT."""
+    lang, corpus, split, number = shard_key
+    return f"shards/{lang}/{shard_name(corpus, split, number)}"
+
+
+def plan_digest(files: Iterable[FileWork]) -> str:
+    """A digest of what a shard was planned to hold (its files and their items)."""
+    digest = hashlib.sha256()
+    for work in files:
+        digest.update(repr((work.audio_path, work.copy, work.items)).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def receipt_path(out: str, path: str) -> str:
+    return storage.join(out, WORK_DIR, "done", path[: -len(".tar")] + ".json")
+
+
+def _load_receipt(
+    ctx: ShardContext, path: str, digest: str
+) -> tuple[ShardInfo | None, list[Reject]] | None:
+    """The result of an earlier write of this very plan, when its files are all in place."""
+    receipt = receipt_path(ctx.out, path)
+    if not storage.exists(receipt):
+        return None
+    saved = json.loads(storage.read_bytes(receipt))
+    if saved.get("plan") != digest:
+        return None
+    info = None if saved["shard"] is None else ShardInfo(**saved["shard"])
+    if info is not None:
+        tar = storage.join(ctx.out, info.path)
+        if not storage.isfile(tar) or storage.getsize(tar) != info.num_bytes:
+            return None
+        if not storage.exists(index.fragment_path(ctx.out, info.path)):
+            return None
+    return info, [Reject(**r) for r in saved["rejects"]]
+
+
+def write_shard(
+    ctx: ShardContext, shard_key: ShardKey, files: Iterable[FileWork]
+) -> tuple[ShardInfo | None, list[Reject]]:
+    """Decode, encode and write one planned shard. Returns its row (None when every item was
+    rejected: no file is written, its number stays unused) and its rejects."""
+    ordered = sorted(files, key=FileWork.order)
+    path = shard_path(shard_key)
+    digest = plan_digest(ordered)
+    done = _load_receipt(ctx, path, digest)
+    if done is not None:
+        return done
+    spool = SampleSpool()
+    rejects: list[Reject] = []
+    try:
+        for work in ordered:
+            for result in make_samples(
+                work.audio_path,
+                [(planned.item, planned.language) for planned in work.items],
+                ctx.options,
+                ctx.audio,
+                ctx.geo_table,
+                ctx.text,
+                ctx.language_geo,
+                copy=work.copy,
+                verify_copies=ctx.verify_copies,
+            ):
+                if isinstance(result, Reject):
+                    rejects.append(result)
+                else:
+                    spool.add(result)
+            crash_point("make-samples")
+        info = None
+        if len(spool):
+            num_bytes, sha256 = write_tar(
+                storage.join(ctx.out, path), spool.in_key_order(shard_key)
+            )
+            records = [spool.records[key] for key in sorted(spool.records)]
+            index.write_fragment(ctx.out, path, records)
+            lang, corpus, split, _number = shard_key
+            info = ShardInfo(
+                path=path,
+                lang=lang,
+                corpus=corpus,
+                split=split,
+                num_samples=len(spool),
+                num_bytes=num_bytes,
+                duration_s=round(sum(entry[4] for entry in sorted(spool.entries)), 6),
+                sha256=sha256,
+            )
+    finally:
+        spool.close()
+    receipt = {
+        "plan": digest,
+        "shard": None if info is None else info.to_dict(),
+        "rejects": [r.to_dict() for r in rejects],
+    }
+    storage.write_atomic(receipt_path(ctx.out, path), index.dumps_json(receipt))
+    return info, rejects

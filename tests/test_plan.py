@@ -1,0 +1,330 @@
+"""The build's plan (pipelines/plan.py), FLAC copy-through, the dry run and progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from conftest import tone, tree_digest, write_audio, write_tsv
+from voxshard.corpora import SourceUtterance
+from voxshard.pipelines import plan as planner
+from voxshard.pipelines.audio import AudioConfig, copy_flac, flac_metadata
+from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.plan import FileWork, PlannedItem, cut_shards, plan_file, plan_group
+from voxshard.pipelines.progress import Progress, progress_line
+from voxshard.pipelines.records import Count, Reject
+from voxshard.pipelines.runner import run_build
+from voxshard.schemas import AudioError
+
+AUDIO = AudioConfig()
+
+
+def item(key: str, path: str, **fields: object) -> SourceUtterance:
+    values: dict[str, object] = {"split": "train", "source_language": "en"} | fields
+    return SourceUtterance(
+        key=key, corpus="manifest", audio_path=path, origin=f"m.tsv:{key}", **values
+    )  # type: ignore[arg-type]
+
+
+def work(
+    path: str, num_bytes: int, group: tuple[str, str, str] = ("eng", "c", "train")
+) -> FileWork:
+    planned = PlannedItem(item(path, path), "eng", 1.0)
+    return FileWork(group, path, (planned,), num_bytes, copy=False)
+
+
+# ---------------------------------------------------------------- cutting a group into shards
+
+
+def test_cut_shards_closes_a_shard_before_the_file_that_would_pass_the_target() -> None:
+    assert cut_shards([3, 3, 3, 3, 50, 1], 10) == [0, 0, 0, 1, 2, 3]
+    assert cut_shards([10, 10], 10) == [0, 1]  # exactly the target fits
+    assert cut_shards([], 10) == []
+
+
+def test_plan_group_is_a_function_of_the_files_not_their_order() -> None:
+    files = [work(f"audio/{i}.wav", 400 + 37 * (i % 5)) for i in range(200)]
+    summary, assigned = plan_group(("eng", "c", "train"), files, 2000)
+    reference = {w.audio_path: key for key, w in assigned}
+    shuffled = list(files)
+    random.Random(7).shuffle(shuffled)
+    again_summary, again = plan_group(("eng", "c", "train"), iter(shuffled), 2000)
+    assert {w.audio_path: key for key, w in again} == reference
+    assert again_summary == summary
+    numbers = sorted({key[3] for key in reference.values()})
+    assert numbers == list(range(summary.shards))  # contiguous from 0
+    # files are ordered by the stable hash of their path and cut greedily
+    ordered = sorted(files, key=FileWork.order)
+    expected = cut_shards([w.num_bytes for w in ordered], 2000)
+    assert [reference[w.audio_path][3] for w in ordered] == expected
+    per_shard: dict[int, int] = {}
+    for w in files:
+        per_shard[reference[w.audio_path][3]] = (
+            per_shard.get(reference[w.audio_path][3], 0) + w.num_bytes
+        )
+    assert max(per_shard.values()) <= 2000
+    assert (summary.files, summary.items, summary.num_bytes) == (
+        200,
+        200,
+        sum(w.num_bytes for w in files),
+    )
+
+
+def test_plan_group_orders_by_path_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planner, "stable_hash", lambda text: 7)
+    monkeypatch.setattr("voxshard.pipelines.plan.FileWork.order", lambda self: (7, self.audio_path))
+    files = [work(name, 600) for name in ("c.wav", "a.wav", "b.wav", "d.wav")]
+    summary, assigned = plan_group(("eng", "c", "train"), files, 1300)
+    assert {w.audio_path: key[3] for key, w in assigned} == {
+        "a.wav": 0,
+        "b.wav": 0,
+        "c.wav": 1,
+        "d.wav": 1,
+    }
+    assert summary.shards == 2
+
+
+# ---------------------------------------------------------------- planning one file
+
+
+def test_timestamped_items_are_planned_without_opening_the_audio(tmp_path: Path) -> None:
+    """Segment timestamps give the durations: the (absent) file is never opened here."""
+    items = [
+        item("b", "session.ogg", start_s=4.0, end_s=6.5, transcript="two"),
+        item("a", "session.ogg", start_s=0.5, end_s=2.0, transcript="one"),
+        item("c", "session.ogg", pieces=((7.0, 8.0), (9.0, 9.5))),
+    ]
+    [result] = plan_file("session.ogg", items, str(tmp_path), AUDIO)
+    assert isinstance(result, FileWork)
+    assert [p.item.key for p in result.items] == ["a", "b", "c"]  # by start time
+    assert [p.duration_s for p in result.items] == [1.5, 2.5, 1.5]
+    assert result.group == ("eng", "manifest", "train") and not result.copy
+    assert result.num_bytes == sum(planner.estimate_bytes(d, AUDIO) for d in (1.5, 2.5, 1.5))
+    assert planner.estimate_bytes(1.0, AUDIO) == int(16000 * 2 * 0.6) + 1024 + 1536
+
+
+def test_items_are_checked_before_decoding(tmp_path: Path) -> None:
+    items = [
+        item("long", "a.wav", start_s=0.0, end_s=1.0, transcript="x" * 5000),
+        item("lang", "a.wav", start_s=0.0, end_s=1.0, source_language="xx-nope"),
+        item("escape", "a.wav", start_s=0.0, end_s=1.0, split="x/../../VICTIM"),
+        item("dots", "a.wav", start_s=0.0, end_s=1.0, split=".."),
+        item("fine", "a.wav", start_s=0.0, end_s=1.0, split="dev.clean"),
+    ]
+    results = list(plan_file("a.wav", items, str(tmp_path), AUDIO))
+    rejects = {r.key: (r.stage, r.reason) for r in results if isinstance(r, Reject)}
+    assert rejects == {
+        "long": ("text", "transcript too long"),
+        "lang": ("language", "unknown language"),
+        "escape": ("validate", "unsafe split name"),
+        "dots": ("validate", "unsafe split name"),
+    }
+    [kept] = [r for r in results if isinstance(r, FileWork)]
+    assert kept.group == ("eng", "manifest", "dev.clean")
+
+
+def test_header_decides_missing_files_and_clearly_too_long_ones(tmp_path: Path) -> None:
+    write_audio(tmp_path / "long.wav", tone(440, 63.0, 8000), 8000, "wav")
+    write_audio(tmp_path / "edge.wav", tone(440, 60.5, 8000), 8000, "wav")
+    results = [
+        *plan_file("missing.wav", [item("m", "missing.wav")], str(tmp_path), AUDIO),
+        *plan_file("long.wav", [item("l", "long.wav")], str(tmp_path), AUDIO),
+        *plan_file("edge.wav", [item("e", "edge.wav")], str(tmp_path), AUDIO),
+    ]
+    missing, long, edge = results
+    assert isinstance(missing, Reject) and (missing.stage, missing.reason) == (
+        "decode",
+        "missing audio file",
+    )
+    assert isinstance(long, Reject) and long.reason == "too long"
+    assert long.detail == "63.000 s by its header > --max-duration 60.0 (not decoded)"
+    # within the margin the decode decides (the header only estimates some formats)
+    assert isinstance(edge, FileWork) and edge.items[0].duration_s == 60.5
+
+
+def test_one_file_in_two_splits_is_two_pieces_of_work(tmp_path: Path) -> None:
+    items = [
+        item("a", "s.wav", start_s=0.0, end_s=1.0),
+        item("b", "s.wav", start_s=1.0, end_s=2.0, split="dev"),
+        item("c", "s.wav", start_s=2.0, end_s=3.0, source_language="pl"),
+    ]
+    results = list(plan_file("s.wav", items, str(tmp_path), AUDIO))
+    assert [(w.group, [p.item.key for p in w.items]) for w in results] == [  # type: ignore[union-attr]
+        (("eng", "manifest", "dev"), ["b"]),
+        (("eng", "manifest", "train"), ["a"]),
+        (("pol", "manifest", "train"), ["c"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype", "whole", "copy"),
+    [
+        (16000, 1, "PCM_16", True, True),
+        (22050, 1, "PCM_16", True, False),  # another rate: resampled
+        (16000, 2, "PCM_16", True, False),  # stereo: mixed down
+        (16000, 1, "PCM_24", True, False),  # 24-bit: requantized
+        (16000, 1, "PCM_16", False, False),  # a segment of the file: cut
+    ],
+)
+def test_only_whole_flac_files_in_the_build_format_are_copied(
+    tmp_path: Path, rate: int, channels: int, subtype: str, whole: bool, copy: bool
+) -> None:
+    samples = np.tile(tone(440, 1.0, rate)[:, None], (1, channels))
+    sf.write(tmp_path / "a.flac", samples, rate, format="FLAC", subtype=subtype)
+    span = {} if whole else {"start_s": 0.1, "end_s": 0.9}
+    [result] = plan_file("a.flac", [item("a", "a.flac", **span)], str(tmp_path), AUDIO)
+    assert isinstance(result, FileWork) and result.copy is copy
+    if copy:
+        size = (tmp_path / "a.flac").stat().st_size
+        assert result.num_bytes == size + planner.JSON_BYTES_ESTIMATE + 3 * 512
+
+
+# ---------------------------------------------------------------- FLAC copy-through
+
+
+def flac_bytes(samples: np.ndarray, rate: int = 16000, **tags: str) -> bytes:
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", rate, 1, "PCM_16", format="FLAC") as handle:
+        for name, value in tags.items():
+            setattr(handle, name, value)
+        handle.write(samples)
+    return buffer.getvalue()
+
+
+def test_copied_flac_keeps_the_audio_and_drops_tags() -> None:
+    pcm = (tone(300, 1.5, 16000) * 20000).astype(np.int16)
+    data = flac_bytes(pcm, title="a title", artist="someone")
+    copied = copy_flac(data, AUDIO)
+    assert copied.num_samples == len(pcm) and copied.sample_rate == 16000
+    decoded, rate = sf.read(io.BytesIO(copied.flac), dtype="int16")
+    assert rate == 16000 and np.array_equal(decoded, pcm)  # libsndfile reads the copy exactly
+    assert b"a title" in data and b"a title" not in copied.flac
+    info, chain, _ = flac_metadata(copied.flac)
+    assert (info.sample_rate, info.channels, info.bits_per_sample) == (16000, 1, 16)
+    assert info.total_samples == len(pcm)
+    assert chain[0] & 0x7F == 0  # STREAMINFO first; the last kept block carries the flag
+    # the audio frames are the source's own bytes
+    _, _, frames_at = flac_metadata(data)
+    assert copied.flac.endswith(data[frames_at:])
+
+
+def test_a_truncated_or_foreign_flac_is_not_copied() -> None:
+    pcm = (tone(300, 2.0, 16000) * 20000).astype(np.int16)
+    data = flac_bytes(pcm)
+    with pytest.raises(AudioError, match="truncated audio") as cut_mid_frame:
+        copy_flac(data[: len(data) * 2 // 3], AUDIO)
+    decoded = int(str(cut_mid_frame.value.detail).rsplit(", ", 1)[1].split()[0])
+    assert 0 < decoded < len(pcm) and decoded % 4096 == 0  # the whole frames before the cut
+    # cut at a frame boundary: every frame left decodes, STREAMINFO's count says more (made
+    # here by claiming 4096 samples more in STREAMINFO: bytes 8+10..8+17 of the file)
+    field = int.from_bytes(data[18:26], "big") + 4096
+    claims_more = data[:18] + field.to_bytes(8, "big") + data[26:]
+    with pytest.raises(AudioError, match="truncated audio") as cut_at_frame:
+        copy_flac(claims_more, AUDIO)
+    claimed, decoded_text = str(cut_at_frame.value.detail).split(", ")
+    assert claimed == f"STREAMINFO says {len(pcm) + 4096} samples"
+    assert int(decoded_text.split()[0]) <= len(pcm)  # libsndfile stops at the missing frames
+    with pytest.raises(AudioError, match="unreadable audio"):
+        copy_flac(b"ID3" + data, AUDIO)
+    with pytest.raises(AudioError, match="not a copyable FLAC"):
+        copy_flac(flac_bytes(pcm, rate=8000), AUDIO)
+    unverified = copy_flac(data, AUDIO, verify=False)  # the count comes from STREAMINFO
+    assert unverified.num_samples == len(pcm)
+
+
+def test_a_build_copies_16k_flac_and_reencodes_the_rest(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    pcm = (tone(300, 1.0, 16000) * 20000).astype(np.int16)
+    (folder).mkdir()
+    (folder / "copy.flac").write_bytes(flac_bytes(pcm, title="tag"))
+    write_audio(folder / "resample.flac", tone(300, 1.0, 22050), 22050, "flac")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language"],
+        [["copy", "copy.flac", "en"], ["resample", "resample.flac", "en"]],
+    )
+    out = tmp_path / "out"
+    stats = run_build(
+        BuildConfig("manifest", str(folder / "manifest.tsv"), str(out)), progress_interval_s=None
+    )
+    assert stats["written"] == 2
+    [shard] = list((out / "shards" / "eng").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        copied = tar.extractfile("manifest_copy.flac").read()  # type: ignore[union-attr]
+        record = json.loads(tar.extractfile("manifest_copy.json").read())  # type: ignore[union-attr]
+    source = (folder / "copy.flac").read_bytes()
+    assert copied == copy_flac(source, AUDIO).flac and copied != source  # tags dropped
+    assert record["num_samples"] == len(pcm)
+    rows = {r["key"]: r for r in pq.read_table(out / "utterances.parquet").to_pylist()}
+    assert rows["manifest_resample"]["num_samples"] == 16000
+
+
+# ---------------------------------------------------------------- dry run and progress
+
+
+def test_dry_run_writes_nothing_and_reports_the_plan(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = BuildConfig("commonvoice", str(cv_root), str(out), shard_size_mb=0.03)
+    plan = run_build(config, dry_run_only=True)
+    assert not out.exists()
+    assert plan["discovered"] == 11 and plan["planned_items"] == 11
+    assert plan["rejected_so_far"] == 0
+    assert {lang: row["source_languages"] for lang, row in plan["by_language"].items()} == {
+        "deu": ["de"],
+        "eng": ["en"],
+        "pol": ["pl"],
+    }
+    stats = run_build(config, progress_interval_s=None)
+    shards = (out / "shards.jsonl").read_text().splitlines()
+    assert plan["shards"] == stats["shards"]["count"] == len(shards)
+    assert abs(plan["hours"] - stats["hours"]) < 0.01  # header durations vs decoded
+
+
+def test_beams_dry_run_option_on_a_local_runner_leaves_a_finished_build_alone(
+    cv_root: Path, tmp_path: Path
+) -> None:
+    """It once ran the whole build and replaced OUT without --overwrite."""
+    out = tmp_path / "out"
+    config = BuildConfig("commonvoice", str(cv_root), str(out))
+    run_build(config, progress_interval_s=None)
+    before = tree_digest(out)
+    plan = run_build(config, ["--dry_run=True"])
+    assert plan["dry_run"] and "validated_only" not in plan
+    assert tree_digest(out) == before
+
+
+def test_progress_reads_plans_and_receipts(tmp_path: Path) -> None:
+    work_dir = tmp_path / ".work"
+    (work_dir / "plan" / "eng").mkdir(parents=True)
+    (work_dir / "done" / "shards" / "eng").mkdir(parents=True)
+    (work_dir / "plan" / "eng" / "c-train.json").write_text(
+        json.dumps({"duration_s": 7200.0, "shards": 4})
+    )
+    (work_dir / "done" / "shards" / "eng" / "c-train-000000.json").write_text(
+        json.dumps({"shard": {"duration_s": 1800.0}, "rejects": []})
+    )
+    stream = io.StringIO()
+    progress = Progress(str(tmp_path), stream=stream)
+    line = progress.report()
+    assert line.startswith("progress: 1/4 shards, 0.50/2.00 h of audio (25%)")
+    assert stream.getvalue() == line + "\n"  # not a terminal: whole lines, no carriage return
+    assert progress_line(3600, 2, 1800, 1, 60) == (
+        "progress: 1/2 shards, 0.50/1.00 h of audio (50%), 30.0x real time, ETA 1m00s"
+    )
+
+
+def test_counts_and_rejects_are_plain_events() -> None:
+    from voxshard.pipelines.plan import dry_run_summary
+
+    summary = dry_run_summary(
+        [Count("parsed", 5), Count("merged", 1), Reject(None, "t:1", "parse", "bad row")]
+    )
+    assert summary["discovered"] == 5 and summary["rejected_by_reason"] == {"bad row": 1}
