@@ -24,6 +24,8 @@ import bench_similarity
 # name -> (run, repeats): medians need 3 runs; the 50k-speaker memory run writes 9.3 GiB once
 GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
     "ingest": (bench_ingest.run, 3),
+    "formats": (bench_ingest.run_formats, 1),
+    "fixed": (bench_ingest.run_fixed_cost, 3),
     "memory": (bench_ingest.run_memory, 1),
     "normalizers": (bench_normalizers.run, 3),
     "similarity": (bench_similarity.run, 3),
