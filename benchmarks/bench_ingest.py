@@ -276,11 +276,13 @@ def run_fixed_cost() -> list[dict[str, Any]]:
     import soundfile as sf
 
     with tempfile.TemporaryDirectory(prefix="voxshard-fixed-") as scratch:
-        sf.write(os.path.join(scratch, "a.flac"), np.zeros(16000, dtype=np.float32), 16000)
-        with open(os.path.join(scratch, "m.tsv"), "w") as handle:
+        source = os.path.join(scratch, "corpus")  # OUT may not be inside ROOT's folder
+        os.makedirs(source)
+        sf.write(os.path.join(source, "a.flac"), np.zeros(16000, dtype=np.float32), 16000)
+        with open(os.path.join(source, "m.tsv"), "w") as handle:
             handle.write("path\tlanguage\na.flac\ten\n")
         child = subprocess.run(
-            [sys.executable, "-c", FIXED_COST_CHILD, os.path.join(scratch, "m.tsv"), scratch],
+            [sys.executable, "-c", FIXED_COST_CHILD, os.path.join(source, "m.tsv"), scratch],
             capture_output=True,
             text=True,
             check=True,

@@ -48,6 +48,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def summarize(rows: dict[tuple[str, str], list[dict[str, Any]]], started: float) -> dict[str, Any]:
+    results = []
+    for runs in rows.values():
+        finite = [r["value"] for r in runs if r["value"] == r["value"]]
+        value = statistics.median(finite) if finite else float("nan")
+        first = runs[0]
+        met = None
+        if first["goal"] is not None:
+            met = statistics.median(1.0 if r["met"] else 0.0 for r in runs) >= 0.5
+        results.append({**first, "value": value, "runs": [r["value"] for r in runs], "met": met})
+    return {"machine": machine(), "wall_s": round(time.time() - started, 1), "results": results}
+
+
+def save(report: dict[str, Any], name: str) -> None:
+    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
+    with open(os.path.join(os.path.dirname(__file__), "results", name), "w") as handle:
+        json.dump(report, handle, indent=2)
+
+
 def main() -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.time()
@@ -61,6 +80,7 @@ def main() -> None:
             f"unknown group(s) {sorted(unknown)}: choose from {sorted(GROUPS)} "
             f"and {sorted(EXTRA_GROUPS)}"
         )
+    name = "latest.json" if not only else "-".join(sorted(only)) + ".json"
     for group, (run, repeats) in {**GROUPS, **EXTRA_GROUPS}.items():
         if (only and group not in only) or (not only and group in EXTRA_GROUPS):
             continue
@@ -68,24 +88,13 @@ def main() -> None:
         for _ in range(repeats):
             for row in run():
                 rows.setdefault((group, row["name"]), []).append(row)
-    results = []
-    for runs in rows.values():
-        finite = [r["value"] for r in runs if r["value"] == r["value"]]
-        value = statistics.median(finite) if finite else float("nan")
-        first = runs[0]
-        met = None
-        if first["goal"] is not None:
-            met = statistics.median(1.0 if r["met"] else 0.0 for r in runs) >= 0.5
-        results.append({**first, "value": value, "runs": [r["value"] for r in runs], "met": met})
-    report = {"machine": machine(), "wall_s": round(time.time() - started, 1), "results": results}
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    name = "latest.json" if not only else "-".join(sorted(only)) + ".json"
-    with open(os.path.join(os.path.dirname(__file__), "results", name), "w") as handle:
-        json.dump(report, handle, indent=2)
+        report = summarize(rows, started)
+        save(report, name)  # after every group: a later failure keeps what was measured
+    report = summarize(rows, started)
     print(f"machine: {report['machine']}\n")
     print("| group | measurement | median | unit | goal | met |")
     print("|---|---|---|---|---|---|")
-    for r in results:
+    for r in report["results"]:
         met = "" if r["met"] is None else ("yes" if r["met"] else "NO")
         goal = r["goal"] or ""
         print(f"| {r['group']} | {r['name']} | {r['value']:,} | {r['unit']} | {goal} | {met} |")

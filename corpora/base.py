@@ -178,6 +178,13 @@ def read_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusForma
                     ),
                 )
                 continue
+            if number == 1 and b"\r" in raw.rstrip(b"\r\n"):
+                raise CorpusFormatError(
+                    display,
+                    1,
+                    "lines end in CR only",
+                    "classic Mac line endings; convert with: tr '\\r' '\\n' < OLD > NEW",
+                )
             raw = raw.rstrip(b"\r\n")
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]

@@ -93,10 +93,20 @@ def _rows(path: str, source: str) -> Iterator[tuple[int, dict[str, str] | Corpus
         except json.JSONDecodeError as error:
             yield number, CorpusFormatError(source, number, "not a JSON line", str(error))
             continue
+        except RecursionError:
+            yield number, CorpusFormatError(source, number, "not a JSON line", "nested too deep")
+            continue
         if not isinstance(value, dict):
             yield number, CorpusFormatError(source, number, "a JSON line must be an object")
             continue
-        yield number, {name: _text(item) for name, item in value.items()}
+        row = {name: _text(item) for name, item in value.items()}
+        try:
+            for text in (*row, *row.values()):
+                text.encode("utf-8")
+        except UnicodeEncodeError as error:  # "\ud800": a lone surrogate escaped in JSON
+            yield number, CorpusFormatError(source, number, "not valid UTF-8", str(error))
+            continue
+        yield number, row
 
 
 def _text(value: Any) -> str:
@@ -152,8 +162,13 @@ def _parse_row(
     missing = [name for name in REQUIRED_COLUMNS if not none_if_empty(row.get(name))]
     if missing:
         raise CorpusFormatError(source, number, "missing required columns", ", ".join(missing))
-    raw_path = row["path"].strip()
-    audio_path = safe_relative_path(options.base_dir, raw_path)
+    raw_path = row["path"]  # as written: " lead.wav" is a file name too
+    if "\x00" in raw_path:
+        raise CorpusFormatError(source, number, "invalid path", "contains a NUL byte")
+    try:
+        audio_path = safe_relative_path(options.base_dir, raw_path)
+    except ValueError as error:  # a name the file system's encoding cannot hold
+        raise CorpusFormatError(source, number, "invalid path", str(error)) from error
     if audio_path is None:
         raise CorpusFormatError(source, number, "path escapes the manifest folder", raw_path)
     start_s = _float(row, "start_s", source, number)

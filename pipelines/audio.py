@@ -8,7 +8,8 @@ MP3). Float samples from libsndfile are int16 / 32768, so converting back with 3
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -21,6 +22,7 @@ FloatArray = npt.NDArray[np.float32]
 READ_BLOCK_FRAMES = 1 << 16
 MAX_CHANNELS = 2  # speech corpora are mono or stereo; a 6-channel file is not one voice
 SHORTEN_MAGIC = b"sample_coding -s"
+MIN_AUDIO_BYTES = 44  # the smallest header of the formats read here (a WAV's)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ Span = tuple[float | None, float | None]  # (start_s, end_s); None = file start 
 
 
 def _is_shorten_sphere(path: str) -> bool:
-    with storage.open_read(path) as handle:
-        head = handle.read(1024)
+    try:
+        with storage.open_read(path) as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False
     return head.startswith(b"NIST_1A") and SHORTEN_MAGIC in head and b"shorten" in head
 
 
@@ -83,6 +88,10 @@ def _open_checked(path: str) -> tuple[Any, IO[bytes] | None]:
                 "decode", "shorten-compressed SPHERE is not supported; convert it with sph2pipe"
             ) from error
         detail = f"libsndfile: {error.error_string}"
+        with suppress(OSError):
+            size = storage.getsize(path)
+            if size < MIN_AUDIO_BYTES:  # libsndfile says "possibly a pipe?" of a tiny file
+                detail = f"{size} bytes: too short to hold a header and audio"
         raise AudioError("decode", "unreadable audio", detail) from error
     except (RuntimeError, ValueError, TypeError, OSError) as error:
         raise AudioError("decode", "unreadable audio", str(error)) from error
@@ -111,7 +120,14 @@ class SpanReader:
         self.buffer = np.empty((READ_BLOCK_FRAMES, self.handle.channels), dtype=np.float32)
         self.whole: FloatArray | None = None
         if info[0] in WHOLE_FILE_FORMATS:
-            self.whole = self._decode_whole()
+            import soundfile as sf
+
+            try:
+                self.whole = self._decode_whole()
+            except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as error:
+                self.close()
+                detail = getattr(error, "error_string", None) or str(error)
+                raise AudioError("decode", "unreadable audio", detail) from error
 
     def _decode_whole(self) -> FloatArray:
         """One read call for the header's frame count, then whatever follows (the header
@@ -219,8 +235,10 @@ def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, i
         raise AudioError("decode", "unreadable audio", str(error)) from error
     if not pieces:
         if spans and spans[0][0]:
-            detail = f"{spans[0][0]} s"
-            raise AudioError("decode", "segment starts after the end of the audio", detail)
+            known = reader.known_frames
+            length = f"; the audio has {known / rate:.6g} s" if known else ""
+            detail = f"starts at {spans[0][0]} s{length}"
+            raise AudioError("decode", "segment starts at or after the end of the audio", detail)
         raise AudioError("decode", "no audio samples decoded")
     return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), rate
 
@@ -428,28 +446,29 @@ def copy_flac(data: bytes, config: AudioConfig, verify: bool = True) -> EncodedA
 
 def process_file(
     path: str, requests: Sequence[Sequence[Span]], config: AudioConfig
-) -> list[EncodedAudio | AudioError]:
+) -> Iterator[EncodedAudio | AudioError]:
     """Cut every request (a list of spans) from one file, opened and decoded once.
 
-    Returns one result per request, in order; a file that cannot be opened fails them all.
+    Yields one result per request, in order, as soon as it is encoded (a file cut into many
+    segments is never held encoded at once); a file that cannot be opened fails them all.
     """
     try:
         reader = SpanReader(path)
     except AudioError as error:
-        return [error] * len(requests)
+        yield from [error] * len(requests)
+        return
     if reader.channels > MAX_CHANNELS:
         reader.close()
         detail = f"{reader.channels} channels; mono and stereo are mixed down, more are not"
-        return [AudioError("decode", "too many channels", detail)] * len(requests)
-    results: list[EncodedAudio | AudioError] = []
+        yield from [AudioError("decode", "too many channels", detail)] * len(requests)
+        return
     with reader:
         for spans in requests:
             try:
                 samples, rate = read_spans(reader, spans)
-                results.append(finish(samples, rate, config))
+                yield finish(samples, rate, config)
             except AudioError as error:
-                results.append(error)
-    return results
+                yield error
 
 
 def process(

@@ -65,6 +65,10 @@ class ParseTable(beam.DoFn):  # type: ignore[misc]
                     yield item
         except CorpusFormatError as error:  # the whole table is unusable
             yield Reject(None, error.origin, "parse", error.reason, error.detail)
+        except (OSError, ValueError, RecursionError) as error:  # unreadable, undecodable
+            yield Reject(
+                None, table, "parse", "unreadable table", f"{type(error).__name__}: {error}"
+            )
         yield Count("parsed", parsed)
 
 

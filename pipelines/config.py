@@ -65,8 +65,14 @@ class BuildConfig:
                 read_lexicon(self.lexicon)
             except ConfigError as error:
                 problems.extend(error.problems)
-        if not storage.exists(self.root):
+        root_exists = _reachable(self.root, "ROOT", problems)
+        if root_exists is False:
             problems.append(f"ROOT {self.root!r} does not exist")
+        elif root_exists and _inside(self.out, self.root):
+            problems.append(
+                f"OUT {self.out!r} is ROOT or inside it: a build must not write among its "
+                "sources; choose an OUT outside ROOT (beside a manifest is fine)"
+            )
         if self.sample_rate < 1000 or self.sample_rate > 192000:
             problems.append(f"--sample-rate {self.sample_rate} is outside 1000..192000 Hz")
         if not self.shard_size_mb > 0:
@@ -117,6 +123,7 @@ class BuildConfig:
         fields = asdict(self)
         fields.pop("out")
         fields.pop("workers")
+        fields.pop("max_error_rate")  # decides COMPLETED, not a byte: a rerun may raise it
         fields["root"] = storage.absolute(self.root)
         fields["schema_version"] = SCHEMA_VERSION
         for name in ("geo", "lexicon"):  # a table's content decides the output, not its path
@@ -128,3 +135,27 @@ class BuildConfig:
     def config_hash(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()
+
+
+def _inside(out: str, root: str) -> bool:
+    """OUT is a corpus folder ROOT or below it (adapters scan ROOT), or a manifest's own
+    folder (the build's files would land among the user's). Beside a manifest is fine."""
+    target = storage.absolute(out)
+    base = storage.absolute(root)
+    if storage.isfile(root):
+        return target == storage.dirname(base)
+    return target == base or target.startswith(base.rstrip("/") + "/")
+
+
+def _reachable(path: str, name: str, problems: list[str]) -> bool | None:
+    """Whether ``path`` exists; None (and one problem naming the cause and the fix) when its
+    file system cannot be asked: no network, no credentials, a missing package."""
+    try:
+        return storage.exists(path)
+    except Exception as error:  # fsspec back ends raise their own types; keep one line
+        cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        problems.append(
+            f"{name} {path!r} cannot be reached ({type(error).__name__}: {cause}); check the "
+            "network and the credentials (gcloud auth application-default login for gs://)"
+        )
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voxshard.corpora import CorpusOptions, SourceUtterance, origin_order
 from voxshard.corpora.geo_table import GeoTable
@@ -53,8 +53,9 @@ class Count:
     value: int
 
 
-def _identity(item: SourceUtterance) -> tuple[str, float | None, float | None]:
-    return (item.audio_path, item.start_s, item.end_s)
+def _listing(item: SourceUtterance) -> SourceUtterance:
+    """What must be equal for two listings to be one utterance: all but split and origin."""
+    return replace(item, split="", origin="")
 
 
 def merge_duplicates(
@@ -62,24 +63,25 @@ def merge_duplicates(
 ) -> tuple[SourceUtterance, list[Reject], int]:
     """Resolve every item that shares one key. Returns (kept, rejects, merged listings).
 
-    The same audio listed twice (a Common Voice clip in train.tsv and validated.tsv) is one
-    item: the listing whose split comes first in --splits is kept and the others are merged,
-    not counted. Different audio under one key keeps the first by (split rank, origin) and
-    rejects the rest as duplicate keys.
+    The same utterance listed twice (a Common Voice clip in train.tsv and validated.tsv: the
+    same audio, span and metadata) is one item: the listing whose split comes first in
+    --splits is kept and the others are merged, not counted. Anything else under one key
+    (other audio, or the same audio with other metadata) keeps the first by (split rank,
+    origin) and rejects the rest as duplicate keys, naming the row that was kept.
     """
     ordered = sorted(items, key=lambda u: (options.split_rank(u.split), origin_order(u.origin)))
     kept = ordered[0]
     rejects = []
     merged = 0
-    seen = {_identity(kept)}
+    same = _listing(kept)
     for other in ordered[1:]:
-        if _identity(other) in seen:
+        if _listing(other) == same:
             merged += 1
             continue
-        seen.add(_identity(other))
-        rejects.append(
-            Reject(other.key, other.origin, "dedup", "duplicate key", f"also at {kept.origin}")
-        )
+        detail = f"also at {kept.origin}"
+        if other.audio_path == kept.audio_path:
+            detail += " (same audio, other metadata)"
+        rejects.append(Reject(other.key, other.origin, "dedup", "duplicate key", detail))
     return kept, rejects, merged
 
 
@@ -128,7 +130,7 @@ def make_samples(
     in the order of ``items``.
     """
     path = storage.join(options.base_dir, audio_path)
-    results: list[EncodedAudio | AudioError]
+    results: Iterable[EncodedAudio | AudioError]
     if copy:
         results = [_copied(path, audio, verify_copies)]
     else:
@@ -146,7 +148,7 @@ def _copied(path: str, audio: AudioConfig, verify: bool) -> EncodedAudio | Audio
         return copy_flac(storage.read_bytes(path), audio, verify)
     except FileNotFoundError:
         return AudioError("decode", "missing audio file")
-    except OSError as error:
+    except (OSError, ValueError) as error:  # a folder, no permission, a NUL byte
         return AudioError("decode", "unreadable audio", str(error))
     except AudioError as error:
         return error

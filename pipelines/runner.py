@@ -10,20 +10,24 @@ Runners fall in three kinds:
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from voxshard.corpora import get_corpus
 from voxshard.pipelines.config import BuildConfig
-from voxshard.pipelines.outdir import WORK_DIR, prepare_output, remove_work_dir
+from voxshard.pipelines.outdir import WORK_DIR, build_lock, prepare_output, remove_work_dir
 from voxshard.pipelines.progress import Progress
 from voxshard.schemas import BuildError, ConfigError, storage
 
@@ -182,6 +186,45 @@ def _run_and_wait(pipeline: Any) -> None:
         raise BuildError(f"the pipeline ended in state {state}; see the runner's logs, then rerun")
 
 
+def _child_pids() -> list[int]:
+    """This process's children (Beam's worker processes), from /proc."""
+    pids: list[int] = []
+    for task in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with suppress(OSError), open(task) as handle:
+            pids.extend(int(pid) for pid in handle.read().split())
+    return pids
+
+
+@contextmanager
+def _stop_on_interrupt(out: str) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM stops a build at once: Beam's runners otherwise finish the
+    job first. Nothing is lost: every file is published whole (temp + rename) and each shard's
+    receipt lets the rerun skip it, so the worker processes are ended and the driver exits
+    with 130 after saying how to resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (an embedding app)
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        sys.stderr.write(
+            f"\nvoxshard: {name}: stopping the build; OUT {out!r} keeps every finished shard. "
+            "Rerun the same command to resume.\n"
+        )
+        sys.stderr.flush()
+        for pid in _child_pids():
+            with suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        os._exit(130)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _scratch_for_dry_run(plan: RunPlan) -> tuple[str, bool]:
     """Where the dry run's summary is written: a local temp folder, or on a remote runner
     --temp_location (its workers cannot reach this machine). Returns (folder, is_local)."""
@@ -234,15 +277,44 @@ def run_build(
     ``--dry_run=True`` on a remote runner builds and validates the job without submitting it;
     OUT is not touched and the returned dict says so.
     """
+    plan = plan_run(config, beam_args)
+    if dry_run_only or (plan.beam_dry_run and plan.kind != "remote"):
+        return dry_run(config, plan)
+    if plan.beam_dry_run:
+        return _validate_remote_job(config, plan)
+    with build_lock(config.out):
+        if prepare_output(config, overwrite):
+            stats = json.loads(storage.read_bytes(storage.join(config.out, "stats.json")))
+            LOG.info("%s already holds this build (same options): nothing to do", config.out)
+            return {**stats, "already_built": True}
+        return _build(config, plan, progress_interval_s)
+
+
+def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
+    """Beam's --dry_run=True on a remote runner: build and validate the job, submit nothing."""
     import apache_beam as beam
 
     from voxshard.pipelines.build import build_pipeline
 
-    plan = plan_run(config, beam_args)
-    if dry_run_only or (plan.beam_dry_run and plan.kind != "remote"):
-        return dry_run(config, plan)
-    if not plan.beam_dry_run:
-        prepare_output(config, overwrite)
+    sources = get_corpus(config.source).list_sources(config.corpus_options())
+    pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
+    build_pipeline(pipeline, config, sources)
+    result = pipeline.run()
+    transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
+    steps = (
+        None
+        if transforms is None
+        else sum(1 for t in transforms.components.transforms.values() if not t.subtransforms)
+    )
+    LOG.info("dry run: the job was built and validated, not submitted")
+    return {"dry_run": True, "validated_only": True, "sources": len(sources), "steps": steps}
+
+
+def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None) -> dict[str, Any]:
+    import apache_beam as beam
+
+    from voxshard.pipelines.build import build_pipeline
+
     sources = get_corpus(config.source).list_sources(config.corpus_options())
     LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
     started = time.monotonic()
@@ -250,18 +322,8 @@ def run_build(
         _use_system_allocator_for_arrow()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(pipeline, config, sources)
-    if plan.beam_dry_run:  # a remote runner validates the job and submits nothing
-        result = pipeline.run()
-        transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
-        steps = (
-            None
-            if transforms is None
-            else sum(1 for t in transforms.components.transforms.values() if not t.subtransforms)
-        )
-        LOG.info("dry run: the job was built and validated, not submitted")
-        return {"dry_run": True, "validated_only": True, "sources": len(sources), "steps": steps}
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
-    with reporter:
+    with reporter, _stop_on_interrupt(config.out):
         _run_and_wait(pipeline)
     result_path = storage.join(config.out, WORK_DIR, "result.json")
     if not storage.exists(result_path):

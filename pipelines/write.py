@@ -72,6 +72,37 @@ class SampleSpool:
         self.file.close()
 
 
+# What a bad file can raise from a codec or the file system: it rejects that file's items.
+# Anything else (a TypeError, a KeyError) is a bug and fails the build loudly.
+BAD_INPUT_ERRORS = (OSError, ValueError, RuntimeError, EOFError, MemoryError)
+
+
+def _file_samples(ctx: ShardContext, work: FileWork) -> Iterator[Sample | Reject]:
+    """The samples and rejects of one file, as they come; a file that fails unexpectedly
+    rejects the items it had not yet given, with the error named, and the shard goes on."""
+    done: set[str] = set()
+    try:
+        for result in make_samples(
+            work.audio_path,
+            [(planned.item, planned.language) for planned in work.items],
+            ctx.options,
+            ctx.audio,
+            ctx.geo_table,
+            ctx.text,
+            ctx.language_geo,
+            copy=work.copy,
+            verify_copies=ctx.verify_copies,
+        ):
+            done.add(str(result.key))
+            yield result
+    except BAD_INPUT_ERRORS as error:
+        detail = f"{type(error).__name__}: {str(error)[:300]}"
+        for planned in work.items:
+            if planned.item.key not in done:
+                item = planned.item
+                yield Reject(item.key, item.audio_path, "decode", "unreadable audio", detail)
+
+
 def shard_path(shard_key: ShardKey) -> str:
     """The shard's path relative to OUT."""
     lang, corpus, split, number = shard_key
@@ -125,17 +156,7 @@ def write_shard(
     rejects: list[Reject] = []
     try:
         for work in ordered:
-            for result in make_samples(
-                work.audio_path,
-                [(planned.item, planned.language) for planned in work.items],
-                ctx.options,
-                ctx.audio,
-                ctx.geo_table,
-                ctx.text,
-                ctx.language_geo,
-                copy=work.copy,
-                verify_copies=ctx.verify_copies,
-            ):
+            for result in _file_samples(ctx, work):
                 if isinstance(result, Reject):
                     rejects.append(result)
                 else:

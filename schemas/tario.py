@@ -16,6 +16,9 @@ from voxshard.schemas.errors import VoxshardError
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
+# No sample is this large (an hour of 16 kHz FLAC is ~60 MB): a header claiming more is
+# corrupt, and is refused before anything is read (a valid checksum can still claim 2^62).
+MAX_MEMBER_BYTES = 1 << 30
 
 
 class ShardFormatError(VoxshardError):
@@ -57,14 +60,19 @@ def _pax_path(records: bytes) -> str | None:
 def iter_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     """(name, payload) of every regular file in a tar stream, in archive order.
 
-    Stops at the end-of-archive block (or a clean end of stream); raises ShardFormatError on
-    a bad header checksum or a stream that ends inside a header or a payload.
+    Stops at the end-of-archive block (or a clean end of stream after a member); raises
+    ShardFormatError on an empty stream, a bad header checksum, a member larger than
+    MAX_MEMBER_BYTES, or a stream that ends inside a header or a payload.
     """
     long_name: str | None = None
+    first = True
     while True:
         header = _read_exact(stream, BLOCK)
         if not header:
+            if first:
+                raise ShardFormatError("an empty file is not a tar")
             return
+        first = False
         if len(header) < BLOCK:
             raise ShardFormatError(f"the stream ends inside a header ({len(header)} bytes)")
         if not any(header):
@@ -76,6 +84,8 @@ def iter_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
             raise ShardFormatError(f"corrupt tar header ({error})") from error
         if stored != sum(header[:148]) + 256 + sum(header[156:]):
             raise ShardFormatError("tar header checksum mismatch")
+        if size > MAX_MEMBER_BYTES:
+            raise ShardFormatError(f"a member claims {size} bytes (at most {MAX_MEMBER_BYTES})")
         payload = _read_exact(stream, size)
         if len(payload) < size:
             raise ShardFormatError(f"the stream ends inside a member ({len(payload)} of {size})")

@@ -214,7 +214,7 @@ def test_an_hour_long_session_is_cut_without_decoding_it_whole(tmp_path: Path) -
             handle.write(((minute * (index + 3)) % 2000 - 1000).astype(np.int16))
     starts_s = [59 * 60 + 30.0, 10 * 60.0, 30 * 60 + 0.25]  # out of order on purpose
     tracemalloc.start()
-    results = process_file(str(path), [[(s, s + 2.0)] for s in starts_s], CONFIG)
+    results = list(process_file(str(path), [[(s, s + 2.0)] for s in starts_s], CONFIG))
     _current, peak_bytes = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak_bytes < 16 * 2**20
@@ -227,3 +227,27 @@ def test_an_hour_long_session_is_cut_without_decoding_it_whole(tmp_path: Path) -
             np.int16
         )
         assert got_rate == rate and np.array_equal(samples, expected)
+
+
+def test_many_segments_of_one_file_stream_through_in_bounded_memory(tmp_path: Path) -> None:
+    """Results come one at a time: 2,400 segments of a 20-minute file, consumed as they come,
+    never hold the file's encoded segments at once (that alone is ~20 MiB)."""
+    import tracemalloc
+
+    from voxshard.pipelines.audio import process_file
+
+    rate = 16000
+    path = tmp_path / "session.flac"
+    noise = np.random.default_rng(0).integers(-3000, 3000, 20 * 60 * rate).astype(np.int16)
+    sf.write(path, noise, rate, subtype="PCM_16")
+    requests = [[(i * 0.5, i * 0.5 + 0.5)] for i in range(2400)]
+    tracemalloc.start()
+    count, total_bytes = 0, 0
+    for result in process_file(str(path), requests, CONFIG):
+        assert not isinstance(result, AudioError)
+        count += 1
+        total_bytes += len(result.flac)
+    _current, peak_bytes = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 2400 and total_bytes > 20 * 2**20
+    assert peak_bytes < 4 * 2**20

@@ -293,15 +293,20 @@ def test_output_folder_rules(cv_root: Path, tmp_path: Path) -> None:
         prepare_output(config, overwrite=False)
     run_build(config, overwrite=True)
     assert (tmp_path / "o" / "notes.txt").read_text() == "mine"  # --overwrite only removes ours
-    with pytest.raises(ConfigError, match="already holds a completed build"):
-        prepare_output(config, overwrite=False)
+    assert prepare_output(config, overwrite=False) is True  # the same build: nothing to do
+    resampled = BuildConfig("commonvoice", str(cv_root), str(tmp_path / "o"), sample_rate=8000)
+    with pytest.raises(ConfigError, match="completed build with other options; pass --overwrite"):
+        prepare_output(resampled, overwrite=False)
     other = BuildConfig(source="commonvoice", root=str(cv_root), out=str(tmp_path / "p"))
-    prepare_output(other, overwrite=False)  # an unfinished build
+    prepare_output(other, overwrite=False)  # claimed, nothing written yet
     changed = BuildConfig(
         source="commonvoice", root=str(cv_root), out=str(tmp_path / "p"), sample_rate=8000
     )
-    with pytest.raises(ConfigError, match="unfinished build with other options"):
-        prepare_output(changed, overwrite=False)
+    assert prepare_output(changed, overwrite=False) is False  # a claim alone is replaced
+    (tmp_path / "p" / ".work" / "done").mkdir(parents=True)
+    (tmp_path / "p" / ".work" / "done" / "x.json").write_text("{}")  # now it wrote something
+    with pytest.raises(ConfigError, match=r"rerun the command that started it .* --overwrite"):
+        prepare_output(other, overwrite=False)
 
 
 def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -316,7 +321,19 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
             workers=0,
             languages=("klingon",),
         )
-    assert len(info.value.problems) == 7
+    problems = info.value.problems
+    assert len(problems) == 7
+    expected = [
+        "unknown SOURCE 'nope'; choose one of: babel, commonvoice, manifest, mls, voxpopuli",
+        "ROOT ",
+        "--sample-rate 10 is outside",
+        "--shard-size 0 MB must be positive",
+        "--max-error-rate 2 must be within 0..1",
+        "--workers 0 must be at least 1",
+        "--languages:",
+    ]
+    for fragment in expected:
+        assert sum(fragment in p for p in problems) == 1, (fragment, problems)
 
 
 def test_build_pipeline_runs_under_test_pipeline(cv_root: Path, tmp_path: Path) -> None:
@@ -376,3 +393,206 @@ def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> No
     [row] = pq.read_table(out / "utterances.parquet").to_pylist()
     assert row["transcript"]["raw"] == "hello\x07 wor\x1bld"
     assert row["transcript"]["normalized"] == "hello world"
+
+
+def test_out_inside_root_is_refused(cv_root: Path, bad_manifest: Path) -> None:
+    for out in (cv_root, cv_root / "en" / "build"):  # a corpus folder is scanned
+        with pytest.raises(ConfigError, match="is ROOT or inside it"):
+            BuildConfig("commonvoice", str(cv_root), str(out))
+    with pytest.raises(ConfigError, match="is ROOT or inside it"):  # a manifest's own folder
+        BuildConfig("manifest", str(bad_manifest), str(bad_manifest.parent))
+    BuildConfig("manifest", str(bad_manifest), str(bad_manifest.parent / "out"))  # beside it
+
+
+def test_overwrite_removes_only_what_a_build_wrote(cv_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "keep_me.wav").write_bytes(b"mine")
+    (out / "stats.json").write_text("my own stats")
+    with pytest.raises(ConfigError, match=r"holds shards, stats.json that no voxshard build wrote"):
+        run_build(BuildConfig("commonvoice", str(cv_root), str(out)), overwrite=True)
+    assert (out / "stats.json").read_text() == "my own stats"
+    assert (out / "shards" / "keep_me.wav").read_bytes() == b"mine"
+    out = tmp_path / "built"  # files of the user's inside a voxshard build survive --overwrite
+    run_build(BuildConfig("commonvoice", str(cv_root), str(out)))
+    (out / "shards" / "keep_me.wav").write_bytes(b"mine")
+    (out / "shards" / "eng" / "notes.txt").write_text("mine too")
+    run_build(
+        BuildConfig("commonvoice", str(cv_root), str(out), shard_size_mb=0.03), overwrite=True
+    )
+    assert (out / "shards" / "keep_me.wav").read_bytes() == b"mine"
+    assert (out / "shards" / "eng" / "notes.txt").read_text() == "mine too"
+    listed = {json.loads(line)["path"] for line in (out / "shards.jsonl").read_text().splitlines()}
+    tars = {str(p.relative_to(out)) for p in out.rglob("*.tar")}
+    assert tars == listed  # the first build's shards are gone, the second's all there
+
+
+def test_a_rerun_of_a_finished_build_is_a_no_op_and_finishes_a_killed_cleanup(
+    cv_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = BuildConfig("commonvoice", str(cv_root), str(out))
+    first = run_build(config)
+    reference = tree_digest(out)
+    again = run_build(config)
+    assert again["already_built"] and again["written"] == first["written"]
+    assert tree_digest(out) == reference
+    # killed right after COMPLETED: the marker and the scratch folder are still there
+    (out / ".work" / "index").mkdir(parents=True)
+    (out / ".voxshard-build.json").write_text(json.dumps({"config_hash": config.config_hash()}))
+    assert run_build(config)["already_built"]
+    assert tree_digest(out) == reference
+    result = subprocess.run(
+        [sys.executable, "-m", "voxshard", "build", "commonvoice", str(cv_root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0
+    assert "already holds this build (the same options): nothing to do" in result.stdout
+
+
+def test_a_second_build_into_the_same_out_is_refused(cv_root: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".voxshard.lock", "w") as held:
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(
+            BuildError, match=r"being built by another voxshard process \(pid 4242\)"
+        ):
+            build(cv_root, out)
+    build(cv_root, out)  # released: the build runs, and leaves no lock behind
+    assert not (out / ".voxshard.lock").exists()
+
+
+def test_raising_max_error_rate_finishes_the_failed_build(
+    bad_manifest: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match=r"rerun the same command with --max-error-rate 0.82"):
+        build(bad_manifest, out, source="manifest", max_duration_s=2.0)
+    stats = build(bad_manifest, out, source="manifest", max_duration_s=2.0, max_error_rate=0.82)
+    assert stats["written"] == 2 and (out / "COMPLETED").exists()
+
+
+def test_no_single_bad_item_fails_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder where audio should be, an unreadable file, MP3s with random bytes inside or
+    garbage after their first quarter, a NUL byte in a path, a path with a leading space: each
+    is written or rejected with a reason naming its file, and the build completes."""
+    folder = tmp_path / "m"
+    write_audio(folder / "good.wav", tone(440, 1.0, 16000), 16000, "wav")
+    write_audio(folder / " lead.wav", tone(440, 1.0, 16000), 16000, "wav")
+    (folder / "adir.wav").mkdir()
+    write_audio(folder / "locked.wav", tone(440, 1.0, 16000), 16000, "wav")
+    rng = np.random.default_rng(3)
+    for name, damage in (("holes.mp3", "run"), ("tail.mp3", "tail")):
+        write_audio(folder / name, tone(300, 4.0, 48000), 48000, "mp3")
+        data = bytearray((folder / name).read_bytes())
+        if damage == "run":
+            data[len(data) // 2 : len(data) // 2 + 4096] = rng.bytes(4096)
+        else:
+            data[len(data) // 4 :] = rng.bytes(len(data) - len(data) // 4)
+        (folder / name).write_bytes(bytes(data))
+    rows = [
+        ["good", "good.wav", "en"],
+        ["lead", " lead.wav", "en"],
+        ["adir", "adir.wav", "en"],
+        ["locked", "locked.wav", "en"],
+        ["holes", "holes.mp3", "en"],
+        ["tail", "tail.mp3", "en"],
+        ["nul", "a\x00b.wav", "en"],
+    ]
+    write_tsv(folder / "manifest.tsv", ["id", "path", "language"], rows)
+    real_open = open
+
+    def no_permission(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("locked.wav"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_permission)
+    monkeypatch.setattr(
+        "soundfile.SoundFile.__init__",
+        _refusing(sf.SoundFile.__init__, "locked.wav"),
+    )
+    out = tmp_path / "out"
+    stats = build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    check_contract(out)
+    rejects = {r["key"]: r for r in read_jsonl(out / "rejects.jsonl")}
+    written = {row["key"] for row in pq.read_table(out / "utterances.parquet").to_pylist()}
+    assert {"manifest_good", "manifest_lead"} <= written
+    assert rejects["manifest_adir"]["reason"] == "unreadable audio"
+    assert rejects["manifest_adir"]["source"] == "adir.wav"
+    assert rejects["manifest_locked"]["reason"] == "unreadable audio"
+    assert "Permission denied" in rejects["manifest_locked"]["detail"]
+    nul = [r for r in rejects.values() if r["reason"] == "invalid path"]
+    assert len(nul) == 1 and nul[0]["detail"] == "contains a NUL byte"
+    for key in ("manifest_holes", "manifest_tail"):  # written (libmpg123 resyncs) or rejected
+        assert key in written or rejects[key]["source"] == key.split("_")[1] + ".mp3"
+    assert stats["discovered"] == len(rows) == stats["written"] + stats["rejected"]
+
+
+def _refusing(init, name: str):  # type: ignore[no-untyped-def]
+    def refusing(self, file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(file).endswith(name):
+            raise PermissionError(13, "Permission denied", str(file))
+        return init(self, file, *args, **kwargs)
+
+    return refusing
+
+
+def test_bad_json_lines_are_rejects(tmp_path: Path) -> None:
+    folder = tmp_path / "j"
+    write_audio(folder / "good.wav", tone(440, 1.0, 16000), 16000, "wav")
+    deep = (
+        '{"id": "deep", "path": "good.wav", "language": "en", "x": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}"
+    )
+    lines = [
+        '{"id": "good", "path": "good.wav", "language": "en"}',
+        '{"id": "lone", "path": "good.wav", "language": "en", "transcript": "a\\ud800b"}',
+        deep,
+    ]
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    stats = build(folder / "manifest.jsonl", out, source="manifest", max_error_rate=1.0)
+    check_contract(out)
+    reasons = sorted((r["source"], r["reason"]) for r in read_jsonl(out / "rejects.jsonl"))
+    assert reasons == [
+        ("manifest.jsonl:2", "not valid UTF-8"),
+        ("manifest.jsonl:3", "not a JSON line"),
+    ]
+    assert stats["written"] == 1
+
+
+def test_a_non_ascii_file_name_under_a_c_locale(tmp_path: Path) -> None:
+    """Without UTF-8 mode, Python cannot name 'é' on disk: a reject, not a crash."""
+    folder = tmp_path / "m"
+    write_audio(folder / "good.wav", tone(440, 1.0, 16000), 16000, "wav")
+    write_audio(folder / "café.wav", tone(440, 1.0, 16000), 16000, "wav")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language"],
+        [["good", "good.wav", "en"], ["cafe", "café.wav", "en"]],
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    command = [sys.executable, "-m", "voxshard", "build", "manifest", str(folder / "manifest.tsv")]
+    result = subprocess.run(
+        [*command, "--out", str(out), "--max-error-rate", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["written"] + stats["rejected"] == 2 and stats["written"] >= 1

@@ -137,7 +137,7 @@ def test_babel_segments_and_every_quirk(babel_root: Path, tmp_path: Path) -> Non
         for r in read_jsonl(out / "rejects.jsonl")
     ]
     assert rejects == [
-        (f"{IN}.sph", "decode", "segment starts after the end of the audio"),
+        (f"{IN}.sph", "decode", "segment starts at or after the end of the audio"),
         (
             "BABEL_OP1_206_99999_20120303_140000_inLine.sph",
             "decode",

@@ -139,4 +139,9 @@ def test_config_errors_are_collected(tmp_path: Path) -> None:
             feature_sets=("syntax_magic",),
             geo_scale_km=0,
         )
-    assert len(info.value.problems) == 4
+    problems = info.value.problems
+    assert len(problems) == 4
+    assert problems[0] == f"{str(tmp_path)!r} holds no utterances.parquet: is it a build folder?"
+    assert problems[1].startswith("--languages: unknown language tag 'klingon'")
+    assert problems[2].startswith("unknown feature set 'syntax_magic'; choose from syntax_knn,")
+    assert problems[3] == "--geo-scale-km 0 must be positive"

@@ -113,15 +113,17 @@ def test_build_with_root_and_out_as_urls(cv_root: Path, tmp_path: Path, memory_u
     assert problems == [] and summary["samples"] == 11
 
 
-def test_rerun_on_a_url_out_refuses_a_completed_build(cv_root: Path, memory_url: str) -> None:
+def test_rerun_on_a_url_out_is_a_no_op_or_refused(cv_root: Path, memory_url: str) -> None:
     from voxshard.schemas import ConfigError
 
     out_url = storage.join(memory_url, "out")
     config = BuildConfig("commonvoice", str(cv_root), out_url, shard_size_mb=0.05)
     run_build(config)
-    with pytest.raises(ConfigError, match="already holds a completed build"):
-        run_build(config)
-    run_build(config, overwrite=True)
+    assert run_build(config)["already_built"]  # the same build: nothing to do
+    other = BuildConfig("commonvoice", str(cv_root), out_url, shard_size_mb=0.04)
+    with pytest.raises(ConfigError, match="already holds a completed build with other options"):
+        run_build(other)
+    run_build(other, overwrite=True)
     assert storage.isfile(storage.join(out_url, "COMPLETED"))
 
 

@@ -69,4 +69,18 @@ def test_truncation_and_corruption_are_errors() -> None:
     flipped[512 + 3] ^= 0x01  # a name byte of the second header
     with pytest.raises(ShardFormatError, match="checksum"):
         list(iter_members(io.BytesIO(bytes(flipped))))
-    assert list(iter_members(io.BytesIO(b""))) == []
+    with pytest.raises(ShardFormatError, match="an empty file is not a tar"):
+        list(iter_members(io.BytesIO(b"")))
+
+
+def test_a_member_claiming_an_absurd_size_is_refused_unread() -> None:
+    """A header with a valid checksum claiming 2^62 bytes (GNU base-256) is an error, raised
+    before anything is read or allocated."""
+    info = tarfile.TarInfo("huge.flac")
+    info.size = 0
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[124:136] = b"\x80" + (1 << 62).to_bytes(11, "big")
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    with pytest.raises(ShardFormatError, match=r"a member claims 4611686018427387904 bytes"):
+        list(iter_members(io.BytesIO(bytes(header) + bytes(1024))))

@@ -20,7 +20,15 @@ from voxshard.pipelines.runner import run_build
 from voxshard.schemas import ConfigError
 from voxshard.training.bestrq import RandomProjectionQuantizer, span_mask
 from voxshard.training.config import load_config
-from voxshard.training.data import BatchSampler, discover
+from voxshard.training.data import (
+    CORRUPT_SAMPLE_ERRORS,
+    BatchSampler,
+    CorruptCounter,
+    LanguageStream,
+    decode_sample,
+    discover,
+    iterate_shard,
+)
 from voxshard.training.features import LogMel
 from voxshard.training.loop import Trainer
 from voxshard.training.masr import batch_hard_triplet, cosine_distance_matrix
@@ -256,10 +264,46 @@ def test_corrupt_member_is_skipped_and_counted(two_language_build: Path, tmp_pat
                     payload = b"fLaC" + bytes(range(200))
                     member.size = len(payload)
                 tar.addfile(member, io.BytesIO(payload))
-    sampler = BatchSampler(discover([str(copy)], ("train",)), config().data, seed=0)
+    train = [copy / entry["path"] for entry in listing if entry["split"] == "train"]
+    counter = CorruptCounter()
+    decoded = 0
+    for shard in train:  # every sample once: each corrupted one fails to decode
+        for index, sample in iterate_shard(str(shard), counter):
+            try:
+                decode_sample(sample, (str(shard), index))
+                decoded += 1
+            except CORRUPT_SAMPLE_ERRORS as error:
+                counter(error)
+    assert counter.count == len(train) and decoded > 0
+    shard_set = discover([str(copy)], ("train",))
+    sampler = BatchSampler(shard_set, config().data, seed=0)
     batches = [sampler.next_batch() for _ in range(6)]
-    assert sampler.corrupt.count >= 2  # skipped and counted, the run goes on
+    assert sampler.corrupt.count >= 1  # skipped and counted, the run goes on
     assert batches[-1].state["corrupt"] == sampler.corrupt.count
+
+
+def test_broken_shards_are_skipped_and_counted(two_language_build: Path, tmp_path: Path) -> None:
+    """A listed shard that is missing, a folder, empty, or has an absurd member size: each is
+    counted once per pass and the stream goes on with the readable shards."""
+    good = [str(p) for p in sorted((two_language_build / "shards").rglob("*-train-*.tar"))][:1]
+    (tmp_path / "folder.tar").mkdir()
+    (tmp_path / "empty.tar").write_bytes(b"")
+    info = tarfile.TarInfo("k.flac")
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[124:136] = b"\x80" + (1 << 62).to_bytes(11, "big")
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    (tmp_path / "huge.tar").write_bytes(bytes(header) + bytes(1024))
+    broken = [
+        str(tmp_path / name) for name in ("missing.tar", "folder.tar", "empty.tar", "huge.tar")
+    ]
+    counter = CorruptCounter()
+    for path in broken:
+        assert list(iterate_shard(path, counter)) == []
+    assert counter.count == 4  # once each
+    language = Path(good[0]).parent.name
+    stream = LanguageStream(language, good + broken, 0, 1, 0, CorruptCounter())
+    assert all(stream.next().language == language for _ in range(8))  # goes on past them
 
 
 def test_config_errors_are_reported_together(tmp_path: Path) -> None:

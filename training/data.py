@@ -93,6 +93,11 @@ class CorruptCounter:
         return True
 
 
+# What a corrupt sample raises: bad JSON or fields (ValueError, KeyError, TypeError from a
+# record of the wrong shape), undecodable FLAC (soundfile's LibsndfileError is a RuntimeError).
+CORRUPT_SAMPLE_ERRORS = (ValueError, KeyError, TypeError, RuntimeError)
+
+
 def decode_sample(sample: dict[str, Any], ref: tuple[str, int]) -> Utterance:
     import soundfile as sf
 
@@ -128,7 +133,12 @@ def iterate_shard(path: str, corrupt: CorruptCounter) -> Iterator[tuple[int, dic
         except (ShardFormatError, OSError) as error:
             corrupt(error)
 
-    with storage.open_read(path) as stream:
+    try:
+        stream = storage.open_read(path)
+    except OSError as error:  # listed but missing, a folder, unreadable: counted, skipped
+        corrupt(error)
+        return
+    with stream:
         yield from enumerate(group_by_keys(members(stream), handler=corrupt))
 
 
@@ -193,8 +203,8 @@ class LanguageStream:
                 continue
             try:
                 return decode_sample(sample, (self._path, index))
-            except Exception:  # any undecodable member is skipped and counted
-                self.corrupt.count += 1
+            except CORRUPT_SAMPLE_ERRORS as error:  # skipped and counted; bugs surface
+                self.corrupt(error)
 
 
 def fetch(refs: list[tuple[str, int]], corrupt: CorruptCounter) -> list[Utterance]:

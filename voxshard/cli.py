@@ -162,6 +162,12 @@ def build(
     if stats.get("dry_run"):
         _print_plan(stats)
         return
+    if stats.get("already_built"):
+        typer.echo(
+            f"{out} already holds this build (the same options): nothing to do; "
+            f"{stats['written']} utterances ({stats['hours']:.3f} h). Pass --overwrite to rebuild"
+        )
+        return
     typer.echo(
         f"wrote {stats['written']} utterances ({stats['hours']:.3f} h) in "
         f"{stats['shards']['count']} shard(s); rejected {stats['rejected']} -> {out}"
@@ -233,19 +239,33 @@ def verify(
     out: Annotated[str, typer.Argument(help="a build's output folder")],
     decode: Annotated[bool, typer.Option(help="decode every FLAC (slower)")] = True,
 ) -> None:
-    """Re-read every shard: sha256, member pairs, decoding, index rows, accounting. Exits 1
-    naming each problem."""
+    """Re-read every shard and recompute the index: sha256 and seal, member pairs, decoding,
+    index rows, stats, accounting. Exits 1 naming each problem."""
     from voxshard.pipelines.verify import verify as verify_build
 
-    problems, summary = verify_build(out, decode)
+    try:
+        problems, summary = verify_build(out, decode)
+    except VoxshardError as error:
+        problems, summary = [str(error)], {}
     if problems:
         for problem in problems:
             typer.echo(f"voxshard: verify: {problem}", err=True)
-        raise typer.Exit(1)
-    typer.echo(
-        f"ok: {summary['shards']} shard(s), {summary['samples']} samples"
-        f"{' decoded' if summary['decoded'] else ''}, {summary['rejected']} rejects accounted for"
-    )
+    else:
+        typer.echo(
+            f"ok: {summary['shards']} shard(s), {summary['samples']} samples"
+            f"{' decoded' if summary['decoded'] else ''}, "
+            f"{summary['rejected']} rejects accounted for"
+        )
+    _exit_now(1 if problems else 0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit with ``code`` after flushing, skipping interpreter shutdown: pyarrow's threads
+    sometimes abort it ("terminate called without an active exception", exit 134), and a
+    check's exit status must be trustworthy every time."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()
