@@ -3,7 +3,8 @@
 ``VOXSHARD_CRASH_AT=<point>:<n>`` kills the process with SIGKILL the n-th time it reaches
 ``point`` (per process). ``VOXSHARD_FAIL_AT=<point>:<n>`` raises InjectedFaultError once, the n-th
 time (a transient error a runner's bundle retry gets past); ``VOXSHARD_FAIL_AT=<point>:<n>:enospc``
-raises OSError(ENOSPC) from the n-th time on (a full disk).
+raises OSError(ENOSPC) from the n-th time on (a full disk). ``VOXSHARD_PAUSE_AT=<point>:<n>:<s>``
+sleeps s seconds the n-th time (a window for signal tests).
 
 Points: ``make-samples`` (after a source file's samples were emitted), ``tar-partial`` (a
 shard's temp file half written), ``shard-written`` (after a shard was published),
@@ -15,10 +16,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections import Counter
 
 CRASH_ENV = "VOXSHARD_CRASH_AT"
 FAIL_ENV = "VOXSHARD_FAIL_AT"
+PAUSE_ENV = "VOXSHARD_PAUSE_AT"
 _reached: Counter[str] = Counter()
 
 
@@ -35,9 +38,14 @@ def _parse(spec: str) -> tuple[str, int, str]:
 def crash_point(point: str) -> None:
     crash = os.environ.get(CRASH_ENV)
     fail = os.environ.get(FAIL_ENV)
-    if not crash and not fail:
+    pause = os.environ.get(PAUSE_ENV)
+    if not crash and not fail and not pause:
         return
     _reached[point] += 1
+    if pause:
+        name, count, seconds = _parse(pause)
+        if name == point and _reached[point] == count:
+            time.sleep(float(seconds or "30"))
     if crash:
         name, count, _kind = _parse(crash)
         if name == point and _reached[point] >= count:

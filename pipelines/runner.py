@@ -186,13 +186,19 @@ def _run_and_wait(pipeline: Any) -> None:
         raise BuildError(f"the pipeline ended in state {state}; see the runner's logs, then rerun")
 
 
-def _child_pids() -> list[int]:
-    """This process's children (Beam's worker processes), from /proc."""
-    pids: list[int] = []
-    for task in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
-        with suppress(OSError), open(task) as handle:
-            pids.extend(int(pid) for pid in handle.read().split())
-    return pids
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc. Beam starts its workers through ``/bin/sh
+    -c``, so the workers are grandchildren: killing only the children would orphan them."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in glob.glob(f"/proc/{parent}/task/*/children"):
+            with suppress(OSError), open(task) as handle:
+                children = [int(child) for child in handle.read().split()]
+            found.extend(children)
+            pending.extend(children)
+    return found
 
 
 @contextmanager
@@ -212,9 +218,9 @@ def _stop_on_interrupt(out: str) -> Iterator[None]:
             "Rerun the same command to resume.\n"
         )
         sys.stderr.flush()
-        for pid in _child_pids():
+        for pid in _descendants(os.getpid()):
             with suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL)  # mid-write files are temp names: safe
         os._exit(130)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -73,3 +73,49 @@ def test_an_unwritable_out_is_refused_before_any_work(cv_root: Path, tmp_path: P
     assert result.returncode == 1
     assert "cannot write to OUT" in result.stderr and "choose a writable location" in result.stderr
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_at_once_and_the_rerun_resumes(
+    cv_root: Path, tmp_path: Path, reference: dict[str, str], workers: int
+) -> None:
+    """SIGINT mid-build (a shard step paused by VOXSHARD_PAUSE_AT): exit 130 within seconds,
+    one line saying how to resume, no worker process left, and the rerun gives the bytes."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "voxshard", "build", "commonvoice", str(cv_root)]
+    command += ["--out", str(out), "--shard-size", "0.03", "--workers", str(workers)]
+    env = {**os.environ, "VOXSHARD_PAUSE_AT": "make-samples:2:60"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / ".work" / "plan").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the paused shard step
+    from voxshard.pipelines.runner import _descendants
+
+    workers_before = _descendants(process.pid)
+    assert len(workers_before) >= (2 if workers == 2 else 0)  # sh -c + python per worker
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and time.monotonic() - started < 10
+    assert "SIGINT: stopping the build" in stderr and "Rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    assert [pid for pid in workers_before if _running(pid)] == []  # no worker left behind
+    assert not (out / "COMPLETED").exists()
+    rerun = voxshard_build(cv_root, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert tree_digest(out) == reference
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
