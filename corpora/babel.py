@@ -34,7 +34,14 @@ SETTINGS: dict[str, tuple[str, ...] | None] = {
     "babel_eval_window": None,
     "keep_silence": ("yes", "no"),
 }
-PACK = re.compile(r"^BABEL_(?P<phase>[A-Z0-9]+)_(?P<id>\d{3})$")
+# A pack is found by its content (conversational/ or scripted/ folders), at ROOT or up to
+# PACK_DEPTH folders below it. Its language id comes from its name, or the name of a folder
+# around it, in any of LDC's spellings: BABEL_OP1_102, IARPA_BABEL_OP1_102,
+# BABEL_OP1_206-v0.1e, IARPA-babel202b-v1.0d-build; else from its files' stems.
+PACK_PARTS = ("conversational", "scripted")
+PACK_DEPTH = 3
+PACK_NAME = re.compile(r"(?i)babel(?:_[a-z]+[0-9]*)?[_-]?(?P<id>[0-9]{3})(?![0-9])")
+STEM = re.compile(r"^BABEL_[A-Z0-9]+_(?P<id>[0-9]{3})_")
 TIMESTAMP = re.compile(r"^\[\s*(?P<t>[0-9]+(?:\.[0-9]*)?)\s*\]$")
 # (folder inside the pack, split)
 TRANSCRIBED = (
@@ -43,6 +50,7 @@ TRANSCRIBED = (
     ("scripted/training", "train"),
 )
 AUDIO_EXTENSIONS = (".sph", ".wav")
+DEMOGRAPHICS = "conversational/reference_materials/demographics.tsv"
 
 
 @functools.cache
@@ -68,17 +76,76 @@ def has_speech(text: str) -> bool:
     return any(kinds.get(token, "word") in ("word", "speech") for token in text.split())
 
 
+def _is_pack(folder: str) -> bool:
+    return any(storage.isdir(storage.join(folder, part)) for part in PACK_PARTS)
+
+
+def _stem_language(folder: str) -> str | None:
+    """The language id in the stem of the pack's first transcript or audio file."""
+    for inner, _split in TRANSCRIBED:
+        for kind in ("transcription", "audio"):
+            path = storage.join(folder, inner, kind)
+            if storage.isdir(path):
+                for name in sorted(storage.listdir(path))[:1]:
+                    match = STEM.match(name)
+                    if match:
+                        return match["id"]
+    return None
+
+
+def pack_language(root: str, pack: str) -> str | None:
+    """A pack's BABEL language id, from its name, a folder around it, or its files."""
+    names = [os.path.basename(os.path.normpath(root)), *(p for p in pack.split("/") if p)]
+    for name in reversed(names):
+        match = PACK_NAME.search(name)
+        if match:
+            return match["id"]
+    return _stem_language(storage.join(root, pack) if pack else root)
+
+
+def find_packs(root: str) -> list[str]:
+    """Pack folders relative to ROOT ("" for ROOT itself), found by their content."""
+    if _is_pack(root):
+        return [""]
+    packs, level = [], [""]
+    for _depth in range(PACK_DEPTH):
+        below = []
+        for relative in level:
+            folder = storage.join(root, relative) if relative else root
+            for name in sorted(storage.listdir(folder)):
+                child = f"{relative}/{name}" if relative else name
+                path = storage.join(root, child)
+                if not storage.isdir(path):
+                    continue
+                if _is_pack(path):
+                    packs.append(child)
+                else:
+                    below.append(child)
+        level = below
+    return sorted(packs)
+
+
 def _packs(options: CorpusOptions) -> list[tuple[str, str]]:
-    """(pack folder, BABEL language id) for the chosen languages."""
+    """(pack folder relative to ROOT, BABEL language id) for the chosen languages."""
     if not storage.isdir(options.root):
         raise ConfigError(f"BABEL ROOT {options.root!r} is not a folder")
-    packs = []
-    for name in sorted(storage.listdir(options.root)):
-        match = PACK.match(name)
-        is_pack = match is not None and storage.isdir(storage.join(options.root, name))
-        if match is not None and is_pack and options.wants_language(match["id"]):
-            packs.append((name, match["id"]))
+    packs, unknown = [], []
+    for pack in find_packs(options.root):
+        language = pack_language(options.root, pack)
+        if language is None:
+            unknown.append(pack or options.root)
+        elif options.wants_language(language):
+            packs.append((pack, language))
+    if unknown:
+        raise ConfigError(
+            f"cannot tell the BABEL language of pack(s) {', '.join(map(repr, unknown))}: "
+            "name the folder as LDC does (BABEL_<phase>_<id>, e.g. BABEL_OP1_102)"
+        )
     return packs
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
 
 
 def list_sources(options: CorpusOptions) -> list[str]:
@@ -89,45 +156,65 @@ def list_sources(options: CorpusOptions) -> list[str]:
         for folder, split in TRANSCRIBED:
             if not options.wants_split(split):
                 continue
-            transcripts = storage.join(options.root, pack, folder, "transcription")
+            transcripts = storage.join(options.root, _join(pack, folder, "transcription"))
             if storage.isdir(transcripts):
                 sources.extend(
-                    f"{pack}/{folder}/transcription/{name}"
+                    _join(pack, folder, "transcription", name)
                     for name in sorted(storage.listdir(transcripts))
                     if name.endswith(".txt")
                 )
-        audio = storage.join(options.root, pack, "conversational", "eval", "audio")
+        if storage.isfile(storage.join(options.root, _join(pack, DEMOGRAPHICS))):
+            sources.append(_join(pack, DEMOGRAPHICS))  # parsed for its bad rows
+        audio = storage.join(options.root, _join(pack, "conversational", "eval", "audio"))
         if eval_window and options.wants_split("eval") and storage.isdir(audio):
             sources.extend(
-                f"{pack}/conversational/eval/audio/{name}"
+                _join(pack, "conversational", "eval", "audio", name)
                 for name in sorted(storage.listdir(audio))
                 if name.endswith(AUDIO_EXTENSIONS)
             )
-    if not sources:
+    if not [source for source in sources if not source.endswith(DEMOGRAPHICS)]:
         raise ConfigError(
             f"no BABEL transcripts under {options.root!r} for the chosen languages and splits: "
-            "expected BABEL_<phase>_<id>/conversational/{training,dev}/transcription/*.txt "
-            f"(packs found: {', '.join(p for p, _ in packs) or 'none'})"
+            "expected <pack>/conversational/{training,dev}/transcription/*.txt "
+            f"(packs found: {', '.join(p or '.' for p, _ in packs) or 'none'})"
         )
     return sources
 
 
+def split_source(source: str) -> tuple[str, str]:
+    """(pack relative to ROOT, path inside the pack) of a source path."""
+    parts = source.split("/")
+    at = next(i for i, part in enumerate(parts) if part in PACK_PARTS)
+    return "/".join(parts[:at]), "/".join(parts[at:])
+
+
+Demographics = dict[str, tuple[str | None, str | None, str | None]]
+
+
 @functools.lru_cache(maxsize=16)
-def read_demographics(path: str) -> dict[str, tuple[str | None, str | None, str | None]]:
-    """outputFn stem -> (gender, age, dialect); both the 12- and 14-column forms."""
-    found: dict[str, tuple[str | None, str | None, str | None]] = {}
+def read_demographics(
+    path: str,
+) -> tuple[Demographics, tuple[tuple[int | None, str, str | None], ...]]:
+    """(outputFn stem -> (gender, age, dialect), the bad rows as (line, reason, detail)).
+    Both the 12- and 14-column forms; a row without an outputFn is a bad row."""
+    found: Demographics = {}
+    bad: list[tuple[int | None, str, str | None]] = []
     if not storage.isfile(path):
-        return found
-    for _number, row in read_table(path, path):
-        if isinstance(row, CorpusFormatError) or "outputFn" not in row:
+        return found, ()
+    for number, row in read_table(path, path):
+        if isinstance(row, CorpusFormatError):
+            bad.append((row.line, row.reason, row.detail))
             continue
-        stem = os.path.splitext(row["outputFn"].strip())[0]
+        stem = os.path.splitext((row.get("outputFn") or "").strip())[0]
+        if not stem:
+            bad.append((number, "missing required columns", "outputFn"))
+            continue
         found[stem] = (
             map_gender(row.get("gen")),
             none_if_empty(row.get("age")),
             none_if_empty(row.get("dialect")),
         )
-    return found
+    return found, tuple(bad)
 
 
 def speaker_of(stem: str) -> str | None:
@@ -149,17 +236,17 @@ def _audio_for(options: CorpusOptions, folder: str, stem: str) -> str:
 
 def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     parts = source.split("/")
-    pack = parts[0]
-    match = PACK.match(pack)
-    if match is None:
+    pack, _inner = split_source(source)
+    language_id = pack_language(options.root, pack)
+    if language_id is None:
         yield CorpusFormatError(source, None, "not a BABEL pack folder", pack)
         return
-    language_id = match["id"]
-    demographics = read_demographics(
-        storage.join(
-            options.root, pack, "conversational", "reference_materials", "demographics.tsv"
-        )
-    )
+    demographics_path = _join(pack, DEMOGRAPHICS)
+    demographics, bad_rows = read_demographics(storage.join(options.root, demographics_path))
+    if source == demographics_path:  # a source of its own: its bad rows are its rejects
+        for number, reason, detail in bad_rows:
+            yield CorpusFormatError(source, number, reason, detail)
+        return
     if "/eval/audio/" in source:
         yield from _eval_windows(options, source, language_id, demographics)
         return

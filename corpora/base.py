@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -200,18 +201,28 @@ def read_lines(path: str, display: str) -> Iterator[tuple[int, str | CorpusForma
 
 
 def read_rows(
-    path: str, display: str, delimiter: str = "\t"
+    path: str, display: str, delimiter: str = "\t", quoting: bool = False
 ) -> Iterator[tuple[int, list[str] | CorpusFormatError]]:
-    """Rows of a header-less delimited table, quoting off. Blank lines are skipped."""
+    """Rows of a header-less delimited table. Blank lines are skipped. Quoting is off (Common
+    Voice's sentences hold bare quotes) unless ``quoting``: then each line is read as CSV
+    (RFC 4180 quotes, ``""`` inside a quoted field), a row on one line, and a line whose
+    quoting is malformed is an error."""
     for number, line in read_lines(path, display):
         if isinstance(line, CorpusFormatError):
             yield number, line
-        elif line.strip():
+        elif not line.strip():
+            continue
+        elif not quoting:
             yield number, line.split(delimiter)
+        else:
+            try:
+                yield number, next(csv.reader([line], delimiter=delimiter, strict=True))
+            except csv.Error as error:
+                yield number, CorpusFormatError(display, number, "malformed quoting", str(error))
 
 
 def read_table(
-    path: str, display: str, delimiter: str = "\t"
+    path: str, display: str, delimiter: str = "\t", quoting: bool = False
 ) -> Iterator[tuple[int, dict[str, str] | CorpusFormatError]]:
     """Rows of a delimited table whose first line names the columns, by name, quoting off.
 
@@ -220,7 +231,7 @@ def read_table(
     raises. Blank lines are skipped.
     """
     columns: list[str] | None = None
-    for number, fields in read_rows(path, display, delimiter):
+    for number, fields in read_rows(path, display, delimiter, quoting):
         if columns is None:
             if isinstance(fields, CorpusFormatError):
                 raise CorpusFormatError(display, number, "header is not valid UTF-8")
@@ -241,9 +252,9 @@ def read_table(
             yield number, dict(zip(columns, fields, strict=True))
 
 
-def read_header(path: str, display: str, delimiter: str = "\t") -> list[str]:
+def read_header(path: str, display: str, delimiter: str = "\t", quoting: bool = False) -> list[str]:
     """The column names of a delimited table (empty for an empty file)."""
-    for _number, fields in read_rows(path, display, delimiter):
+    for _number, fields in read_rows(path, display, delimiter, quoting):
         if isinstance(fields, CorpusFormatError):
             raise CorpusFormatError(display, 1, "header is not valid UTF-8")
         return [name.strip() for name in fields]
@@ -251,12 +262,16 @@ def read_header(path: str, display: str, delimiter: str = "\t") -> list[str]:
 
 
 def read_table_requiring(
-    path: str, display: str, required: Sequence[str], delimiter: str = "\t"
+    path: str,
+    display: str,
+    required: Sequence[str],
+    delimiter: str = "\t",
+    quoting: bool = False,
 ) -> Iterator[tuple[int, dict[str, str] | CorpusFormatError]]:
     """``read_table``, but a header lacking a required column yields one error and no rows."""
-    columns = read_header(path, display, delimiter)
+    columns = read_header(path, display, delimiter, quoting)
     missing = [name for name in required if name not in columns]
     if missing:
         yield 1, CorpusFormatError(display, 1, "header lacks required columns", ", ".join(missing))
         return
-    yield from read_table(path, display, delimiter)
+    yield from read_table(path, display, delimiter, quoting)

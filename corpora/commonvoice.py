@@ -2,11 +2,16 @@
 
 Every TSV generation (v1 to v17+) is read by column name with quoting off; see
 shared/corpora-formats.md. ROOT may also be one locale folder itself (it holds ``clips/``).
+Corpus 1-4 archives unpack to ``cv-corpus-<N>_<locale>/`` with the TSVs and clips inside and
+no ``locale`` column: their locale is the folder name's suffix. A folder's locale comes from
+that suffix, else its name when that is a language tag, else its clips' names
+(``common_voice_<locale>_<n>.mp3``); one that none of these give is an error, never a guess.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 from voxshard.corpora.base import (
@@ -17,23 +22,84 @@ from voxshard.corpora.base import (
     none_if_empty,
     read_table_requiring,
 )
-from voxshard.schemas import ConfigError, CorpusFormatError, InvalidKeyError, make_key, storage
+from voxshard.schemas import (
+    ConfigError,
+    CorpusFormatError,
+    InvalidKeyError,
+    is_language_tag,
+    make_key,
+    storage,
+)
 
 NAME = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
 REQUIRED_COLUMNS = ("client_id", "path")
 
 
-def _locale_dirs(root: str) -> list[tuple[str, str]]:
-    """(locale, folder relative to ROOT) pairs, sorted."""
-    if storage.isdir(storage.join(root, "clips")):
-        return [(os.path.basename(os.path.normpath(root)), "")]
-    return sorted(
-        (name, name)
-        for name in storage.listdir(root)
-        if storage.isdir(storage.join(root, name, "clips"))
-        or any(storage.isfile(storage.join(root, name, f"{s}.tsv")) for s in DEFAULT_SPLITS)
+ARCHIVE_FOLDER = re.compile(
+    r"^cv-corpus-[0-9][0-9.]*(?:-[0-9]{4}-[0-9]{2}-[0-9]{2})?[_-](?P<locale>[A-Za-z]{2,3}(?:-[A-Za-z0-9]+)*)$"
+)
+CLIP_NAME = re.compile(r"^common_voice_(?P<locale>[A-Za-z]{2,3}(?:-[A-Za-z0-9]+)*)_[0-9]+")
+TSV_NAMES = ("validated", *DEFAULT_SPLITS, "other", "invalidated")
+
+
+def _is_locale_folder(path: str) -> bool:
+    return storage.isdir(storage.join(path, "clips")) or any(
+        storage.isfile(storage.join(path, f"{s}.tsv")) for s in DEFAULT_SPLITS
     )
+
+
+def _clip_locale(folder: str) -> str | None:
+    """The locale in the first clip name of the folder's first TSV."""
+    for name in TSV_NAMES:
+        path = storage.join(folder, f"{name}.tsv")
+        if not storage.isfile(path):
+            continue
+        for _number, row in read_table_requiring(path, name, REQUIRED_COLUMNS):
+            if isinstance(row, CorpusFormatError):
+                continue
+            match = CLIP_NAME.match(os.path.basename(row["path"].strip()))
+            return match["locale"] if match else None
+    return None
+
+
+def folder_locale(folder: str) -> str | None:
+    """A Common Voice folder's locale: the archive name's suffix, the name itself when it is a
+    language tag, or the clips' names. None when none of them says."""
+    name = os.path.basename(os.path.normpath(folder))
+    match = ARCHIVE_FOLDER.match(name)
+    if match:
+        return match["locale"]
+    if is_language_tag(name):  # the whole name, never a prefix of it ("my-copy" is no "my")
+        return name
+    return _clip_locale(folder)
+
+
+def _locale_dirs(root: str) -> list[tuple[str, str]]:
+    """(locale, folder relative to ROOT) pairs, sorted. Raises ConfigError for a folder of
+    clips whose locale cannot be determined."""
+    if _is_locale_folder(root) and storage.isdir(storage.join(root, "clips")):
+        candidates = [("", root)]
+    else:
+        candidates = [
+            (name, storage.join(root, name))
+            for name in storage.listdir(root)
+            if _is_locale_folder(storage.join(root, name))
+        ]
+    found, unknown = [], []
+    for relative, path in sorted(candidates):
+        locale = folder_locale(path)
+        if locale is None:
+            unknown.append(relative or root)
+        else:
+            found.append((locale, relative))
+    if unknown:
+        raise ConfigError(
+            f"cannot tell the locale of {', '.join(map(repr, unknown))}: its name is not a "
+            "language tag or cv-corpus-<N>_<locale>, and its clips are not named "
+            "common_voice_<locale>_<n>; rename the folder after its locale (e.g. de)"
+        )
+    return found
 
 
 def list_sources(options: CorpusOptions) -> list[str]:
@@ -67,7 +133,9 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     """Parse one split TSV into SourceUtterances (bad rows become CorpusFormatErrors)."""
     path = storage.join(options.root, source)
     folder = os.path.dirname(source)
-    locale_default = folder or os.path.basename(os.path.normpath(options.root))
+    locale_default = folder_locale(storage.join(options.root, folder) if folder else options.root)
+    if locale_default is None:  # list_sources refused such a folder already
+        raise CorpusFormatError(source, None, "cannot tell the folder's locale")
     split = os.path.basename(source)[: -len(".tsv")]
     for number, row in read_table_requiring(path, source, REQUIRED_COLUMNS):
         if isinstance(row, CorpusFormatError):

@@ -108,7 +108,9 @@ def _parse_asr(
     channel = lang.split("_")[0]  # en_accented is cut from the English channel
     audio_choice = options.setting("voxpopuli_audio", "lang")
     table = storage.join(options.root, source)
-    for number, row in read_table_requiring(table, source, ASR_REQUIRED, "|"):
+    # CSV with quoting, as the official reader (get_asr_data.py: csv.DictReader, "|"):
+    # '"""Brexit"" is ..."' is '"Brexit" is ...', and a quoted field may hold a '|'
+    for number, row in read_table_requiring(table, source, ASR_REQUIRED, "|", quoting=True):
         if isinstance(row, CorpusFormatError):
             yield row
             continue
@@ -169,8 +171,9 @@ def _asr_row(
         gender=map_gender(row.get("gender")),
         accent=none_if_empty(row.get("accent")),
         transcript=none_if_empty(row.get("original_text")),
+        # VoxPopuli's own normalization: --normalize applies to original_text like every
+        # corpus; --normalize source takes this instead
         transcript_normalized=none_if_empty(row.get("normed_text")),
-        normalized_by_source=True,
     )
 
 

@@ -6,6 +6,7 @@ from voxshard.normalizers.codemix import cmi, i_index, language_tags, m_index
 from voxshard.normalizers.lexicon import EMPTY, Lexicon, read_lexicon
 from voxshard.normalizers.policies import (
     POLICIES,
+    SOURCE_POLICY,
     Normalized,
     check_policy,
     normalize,
@@ -18,6 +19,7 @@ from voxshard.normalizers.scripts import tag_scripts, token_script
 __all__ = [
     "EMPTY",
     "POLICIES",
+    "SOURCE_POLICY",
     "Lexicon",
     "Normalized",
     "Score",

@@ -19,6 +19,7 @@ from voxshard.normalizers.romanize import latin_key
 from voxshard.normalizers.scripts import tag_scripts
 from voxshard.schemas import ConfigError
 
+SOURCE_POLICY = "source"
 _LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 
@@ -100,6 +101,9 @@ POLICIES: dict[str, Callable[[str, list[str], list[str], PolicyContext], tuple[s
     "canonical": _canonical,
     "to-latin": _to_latin,
     "to-native": _to_native,
+    # the corpus's own normalized text where it ships one (VoxPopuli's normed_text),
+    # canonicalized; the build picks that text (pipelines/records.py), else it is canonical
+    SOURCE_POLICY: _canonical,
 }
 
 

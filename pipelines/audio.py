@@ -39,6 +39,7 @@ class EncodedAudio:
     num_samples: int
     sample_rate: int
     source_sample_rate: int
+    clipped: int = 0  # samples beyond 16-bit full scale, clipped when converted
 
     @property
     def duration_s(self) -> float:
@@ -106,6 +107,11 @@ def _open_checked(path: str) -> tuple[Any, IO[bytes] | None]:
 EXACT_SEEK_FORMATS = frozenset({"FLAC", "WAV", "WAVEX", "NIST", "AIFF", "W64", "RF64", "CAF"})
 EXACT_SEEK_SUBTYPES = frozenset({("OGG", "OPUS")})
 WHOLE_FILE_FORMATS = frozenset({"MP3"})
+# Float sources (and resampling overshoot) can exceed 16-bit full scale: a few clipped samples
+# are counted in stats.json; more than this share of an utterance rejects it (a float WAV
+# peaking at 2.4 loses ~10 % of its samples to clipping).
+MAX_CLIPPED_FRACTION = 0.001
+MP3_FRAME = 1152  # samples in an MPEG-1 Layer III frame: the slack of the length check
 
 
 class SpanReader:
@@ -119,6 +125,7 @@ class SpanReader:
         self.exact_seek = info[0] in EXACT_SEEK_FORMATS or info in EXACT_SEEK_SUBTYPES
         self.buffer = np.empty((READ_BLOCK_FRAMES, self.handle.channels), dtype=np.float32)
         self.whole: FloatArray | None = None
+        self.declared_frames = self._declared_frames()
         if info[0] in WHOLE_FILE_FORMATS:
             import soundfile as sf
 
@@ -128,6 +135,26 @@ class SpanReader:
                 self.close()
                 detail = getattr(error, "error_string", None) or str(error)
                 raise AudioError("decode", "unreadable audio", detail) from error
+            if self.declared_frames and len(self.whole) < self.declared_frames - MP3_FRAME:
+                self.close()
+                declared, decoded = self.declared_frames, len(self.whole)
+                detail = f"its Xing header says {declared} samples, {decoded} decoded"
+                raise AudioError("decode", "truncated audio", detail)
+
+    def _declared_frames(self) -> int:
+        """The length the container states, where libsndfile reports it (0: none): FLAC's
+        STREAMINFO, and an MP3's Xing/Info/VBRI frame count (else libsndfile estimates)."""
+        if self.handle.format == "FLAC":
+            return int(self.handle.frames)
+        if self.handle.format == "MP3" and self.stream is None:
+            try:
+                with open(self.path, "rb") as handle:
+                    head = handle.read(HEAD_BYTES)
+            except OSError:
+                return 0
+            if any(tag in head for tag in (b"Xing", b"Info", b"VBRI")):
+                return int(self.handle.frames)
+        return 0
 
     def _decode_whole(self) -> FloatArray:
         """One read call for the header's frame count, then whatever follows (the header
@@ -211,10 +238,19 @@ class SpanReader:
         return self._read(None if stop_frame is None else max(0, stop_frame - start_frame))
 
 
+# A segment whose audio ends early by more than this is truncated audio, not a trim: BABEL's
+# last segments often end a fraction of a second past their file, which is trimmed.
+SEGMENT_SHORTFALL_S = 1.0
+SEGMENT_SHORTFALL_FRACTION = 0.2
+
+
 def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, int]:
     """Concatenate the spans of an open file. Frames are ``int(t * rate)``, as the official
     VoxPopuli cutter does; a span running past the end is trimmed, a span starting after the
-    end contributes nothing, and if nothing is left the segment is an AudioError."""
+    end contributes nothing, and if nothing is left the segment is an AudioError. A whole
+    file shorter than its container declares (FLAC, tagged MP3), or a segment missing more
+    than SEGMENT_SHORTFALL_S and SEGMENT_SHORTFALL_FRACTION of its timestamps, is
+    AudioError("decode", "truncated audio")."""
     import soundfile as sf
 
     rate = reader.sample_rate
@@ -240,6 +276,24 @@ def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, i
             detail = f"starts at {spans[0][0]} s{length}"
             raise AudioError("decode", "segment starts at or after the end of the audio", detail)
         raise AudioError("decode", "no audio samples decoded")
+    got = sum(len(piece) for piece in pieces)
+    whole = len(spans) == 1 and not spans[0][0] and spans[0][1] is None
+    if whole and reader.whole is None and 0 < got < reader.declared_frames:
+        detail = f"its header says {reader.declared_frames} samples, {got} decoded"
+        raise AudioError("decode", "truncated audio", detail)
+    ends = [end_s for _, end_s in spans]
+    if all(end_s is not None for end_s in ends):
+        expected = sum(
+            int(float(end_s or 0.0) * rate) - int((start_s or 0.0) * rate)
+            for start_s, end_s in spans
+        )
+        missing = expected - got
+        if missing > SEGMENT_SHORTFALL_S * rate and missing > SEGMENT_SHORTFALL_FRACTION * expected:
+            detail = (
+                f"the segment is {expected / rate:.3f} s by its timestamps, "
+                f"{got / rate:.3f} s decoded"
+            )
+            raise AudioError("decode", "truncated audio", detail)
     return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), rate
 
 
@@ -296,12 +350,20 @@ def finish(samples: FloatArray, rate: int, config: AudioConfig) -> EncodedAudio:
     samples = resample(samples, rate, config.sample_rate, config.resample_quality)
     num_samples = int(samples.shape[0])
     _check_duration(num_samples / config.sample_rate, config)
-    pcm, _clipped = to_int16(samples)
+    pcm, clipped = to_int16(samples)
+    if clipped > MAX_CLIPPED_FRACTION * num_samples:
+        peak = float(np.max(np.abs(samples)))
+        detail = (
+            f"{clipped} of {num_samples} samples ({clipped / num_samples:.2%}) beyond full scale "
+            f"(peak {peak:.2f}); at most {MAX_CLIPPED_FRACTION:.1%} may be clipped"
+        )
+        raise AudioError("validate", "clipped audio", detail)
     return EncodedAudio(
         flac=encode_flac(pcm, config.sample_rate),
         num_samples=num_samples,
         sample_rate=config.sample_rate,
         source_sample_rate=rate,
+        clipped=clipped,
     )
 
 
@@ -321,9 +383,107 @@ class AudioHeader:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+# Truncation. libsndfile reports a cut WAV's or SPHERE's length as what is left and opens a cut
+# Ogg stream as if whole, so the container's own claims are read here, in the file's head and
+# tail only: a WAV's data chunk size, a SPHERE header's sample_count, an Ogg stream's last page
+# (its header_type must carry the end-of-stream flag, 0x04). FLAC (STREAMINFO) and tagged MP3
+# (Xing/Info/VBRI frame counts) declare their length through libsndfile: SpanReader compares.
+HEAD_BYTES = 1 << 16
+OGG_TAIL_BYTES = 1 << 16
+OGG_END_OF_STREAM = 0x04
+UNKNOWN_RIFF_SIZES = (0, 0xFFFFFFFF)  # written by streaming writers that could not seek back
+
+
+def _head_and_tail(path: str, size: int) -> tuple[bytes, bytes]:
+    with storage.open_read(path) as handle:
+        head = handle.read(HEAD_BYTES)
+        if size <= HEAD_BYTES:
+            return head, head
+        handle.seek(max(0, size - OGG_TAIL_BYTES))
+        return head, handle.read(OGG_TAIL_BYTES)
+
+
+def _wav_shortfall(head: bytes, size: int) -> str | None:
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, length = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
+        if chunk == b"data":
+            present = size - (offset + 8)
+            if length not in UNKNOWN_RIFF_SIZES and present < length:
+                return f"its data chunk says {length} bytes, the file holds {present}"
+            return None
+        offset += 8 + length + (length & 1)
+    return None
+
+
+def _sphere_shortfall(head: bytes, size: int) -> str | None:
+    if not head.startswith(b"NIST_1A"):
+        return None
+    fields: dict[str, str] = {}
+    lines = head.split(b"\n")
+    try:
+        header_bytes = int(lines[1])
+    except (IndexError, ValueError):
+        return None
+    for line in lines[2:]:
+        parts = line.decode("latin-1").split()
+        if parts and parts[0] == "end_head":
+            break
+        if len(parts) >= 3:
+            fields[parts[0]] = parts[2]
+    if "sample_count" not in fields or "shorten" in fields.get("sample_coding", ""):
+        return None
+    try:
+        expected = (
+            int(fields["sample_count"])
+            * int(fields.get("channel_count", "1"))
+            * int(fields.get("sample_n_bytes", "2"))
+        )
+    except ValueError:
+        return None
+    present = size - header_bytes
+    if present < expected:
+        return f"its header says {expected} bytes of samples, the file holds {present}"
+    return None
+
+
+def _ogg_shortfall(tail: bytes) -> str | None:
+    """An Ogg page (RFC 3533): "OggS", version, header_type (0x04: end of stream), ...,
+    page_segments at byte 26, then that many lacing values summing to the body's length. The
+    file must end with a whole page that ends the stream."""
+    at = tail.rfind(b"OggS")
+    if at < 0 or at + 27 > len(tail):
+        return "no whole Ogg page at its end"
+    segments = tail[at + 26]
+    body = sum(tail[at + 27 : at + 27 + segments])
+    if at + 27 + segments + body > len(tail):
+        return "its last Ogg page is cut short"
+    if not tail[at + 5] & OGG_END_OF_STREAM:
+        return "its last Ogg page does not end the stream"
+    return None
+
+
+def truncation(path: str, fmt: str, size: int) -> str | None:
+    """Why a WAV, SPHERE or Ogg file is shorter than it says it is, or None."""
+    if fmt not in ("WAV", "WAVEX", "RF64", "NIST", "OGG"):
+        return None
+    head, tail = _head_and_tail(path, size)
+    if fmt == "NIST":
+        return _sphere_shortfall(head, size)
+    if fmt == "OGG":
+        return _ogg_shortfall(tail)
+    return _wav_shortfall(head, size)
+
+
 def read_header(path: str) -> AudioHeader:
     """Open ``path`` and read its header only. Raises AudioError("decode", ...) for a file
-    that is missing, empty, unreadable or has more than MAX_CHANNELS channels."""
+    that is missing, empty, unreadable, truncated (see ``truncation``) or has more than
+    MAX_CHANNELS channels."""
     handle, stream = _open_checked(path)
     try:
         header = AudioHeader(
@@ -341,6 +501,12 @@ def read_header(path: str) -> AudioHeader:
     if header.channels > MAX_CHANNELS:
         detail = f"{header.channels} channels; mono and stereo are mixed down, more are not"
         raise AudioError("decode", "too many channels", detail)
+    try:
+        short = truncation(path, header.format, header.num_bytes)
+    except OSError as error:
+        raise AudioError("decode", "unreadable audio", str(error)) from error
+    if short is not None:
+        raise AudioError("decode", "truncated audio", short)
     return header
 
 

@@ -151,10 +151,12 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
         )
 
     def process(self, element: tuple[ShardKey, Iterable[FileWork]]) -> Iterator[Any]:
-        info, rejects = write_shard(self.context, element[0], element[1])
+        info, rejects, clipped = write_shard(self.context, element[0], element[1])
         if info is not None:
             yield info
         yield from rejects
+        if clipped:
+            yield Count("clipped_samples", clipped)
 
 
 class FinalizeBuild(beam.DoFn):  # type: ignore[misc]

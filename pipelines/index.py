@@ -147,7 +147,10 @@ class StatsBuilder:
         rejects: dict[str, Any],
         discovered: int,
         merged: int,
+        clipped_samples: int = 0,
     ) -> dict[str, Any]:
+        """stats.json. ``discovered``, ``merged`` and ``clipped_samples`` are counted by the
+        pipeline (no index file holds them); the rest comes from the rows and rejects."""
         rejected = int(rejects["total"])
         return {
             "schema_version": SCHEMA_VERSION,
@@ -155,6 +158,7 @@ class StatsBuilder:
             "written": self.written,
             "rejected": rejected,
             "merged_duplicate_listings": merged,
+            "clipped_samples": clipped_samples,
             "error_rate": round(rejected / discovered if discovered else 0.0, 6),
             "rejected_by_reason": rejects["by_reason"],
             "rejected_by_stage": rejects["by_stage"],
@@ -213,6 +217,7 @@ def finalize(
     num_merged: int,
     max_error_rate: float,
     completed: dict[str, Any],
+    clipped_samples: int = 0,
 ) -> dict[str, Any]:
     """Write shards.jsonl, utterances.parquet, stats.json; COMPLETED last if all checks pass.
 
@@ -283,7 +288,7 @@ def finalize(
             f"To keep them out and finish, rerun the same command with --max-error-rate "
             f"{needed:.2f} (the shards written are kept)"
         )
-    stats = builder.stats(shards, rejects_summary_, discovered, num_merged)
+    stats = builder.stats(shards, rejects_summary_, discovered, num_merged, clipped_samples)
     stats_payload = dumps_json(stats)
     storage.write_atomic(storage.join(out, "stats.json"), stats_payload)
     digests["stats.json"] = hashlib.sha256(stats_payload).hexdigest()
@@ -320,6 +325,7 @@ def finalize_events(
         counts["merged"],
         max_error_rate,
         completed,
+        clipped_samples=counts["clipped_samples"],
     )
 
 

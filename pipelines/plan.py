@@ -120,6 +120,30 @@ def start_s(item: SourceUtterance) -> float:
     return item.pieces[0][0] if item.pieces else (item.start_s or 0.0)
 
 
+# Characters (not counting spaces) per second of a transcribed utterance. Read speech runs at
+# about 10-20 a second in alphabetic scripts and 3-8 in CJK; 40 is out of reach, and a
+# long clip whose transcript has under 0.1 a second has lost its text (or its audio).
+MAX_CHARS_PER_S = 40.0
+MIN_CHARS_PER_S = 0.1
+MIN_CHECKED_S = 1.0  # shorter clips are left alone: durations that small are imprecise
+MIN_CHECKED_SPARSE_S = 10.0
+
+
+def implausible_speaking_rate(item: SourceUtterance, duration_s: float) -> str | None:
+    """Why a transcript cannot belong to ``duration_s`` of speech, or None."""
+    text = item.transcript or ""
+    characters = sum(1 for ch in text if not ch.isspace())
+    if not characters or duration_s < MIN_CHECKED_S:
+        return None
+    rate = characters / duration_s
+    if rate > MAX_CHARS_PER_S or (duration_s >= MIN_CHECKED_SPARSE_S and rate < MIN_CHARS_PER_S):
+        return (
+            f"{characters} characters in {duration_s:.2f} s ({rate:.2f}/s; "
+            f"speech is between {MIN_CHARS_PER_S} and {MAX_CHARS_PER_S})"
+        )
+    return None
+
+
 def _needs_header(item: SourceUtterance) -> bool:
     return item.pieces is None and item.end_s is None
 
@@ -195,6 +219,10 @@ def plan_file(
                 " (not decoded)"
             )
             yield Reject(item.key, item.audio_path, "validate", "too long", detail)
+            continue
+        rate = implausible_speaking_rate(item, duration_s)
+        if rate is not None:
+            yield Reject(item.key, item.origin, "text", "implausible speaking rate", rate)
             continue
         groups[(language, item.corpus, item.split)].append(PlannedItem(item, language, duration_s))
     for group in sorted(groups):

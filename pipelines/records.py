@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from voxshard.corpora import CorpusOptions, SourceUtterance, origin_order
 from voxshard.corpora.geo_table import GeoTable
 from voxshard.encoders import language_coordinates
-from voxshard.normalizers import EMPTY, Lexicon, normalize
+from voxshard.normalizers import EMPTY, SOURCE_POLICY, Lexicon, normalize
 from voxshard.pipelines.audio import AudioConfig, EncodedAudio, Span, copy_flac, process_file
 from voxshard.pipelines.shards import Sample
 from voxshard.schemas import (
@@ -155,12 +155,20 @@ def _copied(path: str, audio: AudioConfig, verify: bool) -> EncodedAudio | Audio
 
 
 def _transcript(item: SourceUtterance, language: str, options: TextOptions) -> Transcript:
-    """The raw text, and the policy applied to the source's normalized text (else the raw)."""
+    """The raw text, and the policy applied to it. Where the source's own normalization must
+    come first (BABEL without its tags: ``normalized_by_source``) the policy gets that text;
+    the ``source`` policy takes the corpus's own normalized text where it ships one
+    (VoxPopuli's normed_text), canonicalized."""
     raw = item.transcript
+    policy = options.policy
     source_text = item.transcript_normalized if item.normalized_by_source else raw
+    if source_text is None:  # no raw text, only the corpus's normalization: use that
+        source_text = item.transcript_normalized
+    if policy == SOURCE_POLICY and item.transcript_normalized is not None:
+        source_text, policy = item.transcript_normalized, "canonical"
     if source_text is None:
         return Transcript(raw=raw, normalized=None)
-    result = normalize(source_text, language, options.policy, options.lexicon, options.scheme)
+    result = normalize(source_text, language, policy, options.lexicon, options.scheme)
     return Transcript(
         raw=raw,
         normalized=result.text or None,
@@ -204,4 +212,5 @@ def _sample(
         flac=encoded.flac,
         json=record.to_json_bytes(),
         duration_s=encoded.duration_s,
+        clipped=encoded.clipped,
     )

@@ -33,6 +33,7 @@ class Sample:
     flac: bytes
     json: bytes
     duration_s: float
+    clipped: int = 0  # samples clipped to 16-bit full scale (counted in stats.json)
 
     @property
     def group(self) -> tuple[str, str, str]:

@@ -370,12 +370,16 @@ def verify(out: str, decode: bool = True) -> tuple[list[str], dict[str, Any]]:
     problems.extend(_stray_files(out, {shard["path"] for shard in shards}))
     if rejects is not None:
         infos = [ShardInfo(**shard) for shard in shards]
-        claimed = {name: stats.get(name) for name in ("discovered", "merged_duplicate_listings")}
-        expected = builder.stats(  # the two counts no file holds are taken from stats.json
+        counted = ("discovered", "merged_duplicate_listings", "clipped_samples")
+        claimed = {
+            name: value if isinstance(value := stats.get(name), int) else -1 for name in counted
+        }
+        expected = builder.stats(  # the counts no file holds are taken from stats.json
             infos,
             rejects_summary(rejects),
-            discovered=claimed["discovered"] if isinstance(claimed["discovered"], int) else -1,
-            merged=m if isinstance(m := claimed["merged_duplicate_listings"], int) else -1,
+            discovered=claimed["discovered"],
+            merged=claimed["merged_duplicate_listings"],
+            clipped_samples=claimed["clipped_samples"],
         )
         problems.extend(_compare_stats(stats, expected))
         if stats.get("discovered") != builder.written + len(rejects):

@@ -49,8 +49,10 @@ class SampleSpool:
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
         self.entries: list[tuple[str, int, int, int, float]] = []  # key, at, flac, json, s
         self.records: dict[str, bytes] = {}
+        self.clipped = 0
 
     def add(self, sample: Sample) -> None:
+        self.clipped += sample.clipped
         at = self.file.tell()
         self.file.write(sample.flac)
         self.file.write(sample.json)
@@ -123,7 +125,7 @@ def receipt_path(out: str, path: str) -> str:
 
 def _load_receipt(
     ctx: ShardContext, path: str, digest: str
-) -> tuple[ShardInfo | None, list[Reject]] | None:
+) -> tuple[ShardInfo | None, list[Reject], int] | None:
     """The result of an earlier write of this very plan, when its files are all in place."""
     receipt = receipt_path(ctx.out, path)
     if not storage.exists(receipt):
@@ -138,14 +140,15 @@ def _load_receipt(
             return None
         if not storage.exists(index.fragment_path(ctx.out, info.path)):
             return None
-    return info, [Reject(**r) for r in saved["rejects"]]
+    return info, [Reject(**r) for r in saved["rejects"]], int(saved.get("clipped_samples", 0))
 
 
 def write_shard(
     ctx: ShardContext, shard_key: ShardKey, files: Iterable[FileWork]
-) -> tuple[ShardInfo | None, list[Reject]]:
+) -> tuple[ShardInfo | None, list[Reject], int]:
     """Decode, encode and write one planned shard. Returns its row (None when every item was
-    rejected: no file is written, its number stays unused) and its rejects."""
+    rejected: no file is written, its number stays unused), its rejects and the number of
+    samples clipped to full scale in what it wrote."""
     ordered = sorted(files, key=FileWork.order)
     path = shard_path(shard_key)
     digest = plan_digest(ordered)
@@ -186,6 +189,7 @@ def write_shard(
         "plan": digest,
         "shard": None if info is None else info.to_dict(),
         "rejects": [r.to_dict() for r in rejects],
+        "clipped_samples": spool.clipped,
     }
     storage.write_atomic(receipt_path(ctx.out, path), index.dumps_json(receipt))
-    return info, rejects
+    return info, rejects, spool.clipped

@@ -14,7 +14,7 @@ from voxshard.schemas.errors import (
 )
 from voxshard.schemas.geo import GEO_SOURCES, validate_lat_lon
 from voxshard.schemas.keys import KEY_PATTERN, make_key, validate_key
-from voxshard.schemas.languages import language_name, resolve_language
+from voxshard.schemas.languages import is_language_tag, language_name, resolve_language
 from voxshard.schemas.utterance import (
     GENDERS,
     SCHEMA_VERSION,
@@ -44,6 +44,7 @@ __all__ = [
     "Utterance",
     "VoxshardError",
     "arrow_schema",
+    "is_language_tag",
     "json_schema",
     "language_name",
     "make_key",

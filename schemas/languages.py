@@ -70,6 +70,19 @@ def resolve_language(tag: str) -> str:
     raise UnknownLanguageError(tag)
 
 
+def is_language_tag(tag: str) -> bool:
+    """Whether the whole of ``tag`` is a code or a listed alias (``resolve_language`` also
+    accepts a known prefix: ``zh-Hant-TW`` -> ``zh``; a folder name must match exactly)."""
+    table = tables()
+    normalized = _normalize(tag)
+    return bool(
+        normalized in table.aliases
+        or normalized in table.codes
+        or normalized in table.part1
+        or normalized in table.part2b
+    )
+
+
 def language_name(code: str) -> str:
     """Reference name of an ISO 639-3 code (``eng`` -> ``English``)."""
     return tables().names[code]

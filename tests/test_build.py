@@ -596,3 +596,126 @@ def test_a_non_ascii_file_name_under_a_c_locale(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["written"] + stats["rejected"] == 2 and stats["written"] >= 1
+
+
+TRUNCATED_REASONS = {"truncated audio", "unreadable audio"}
+
+
+def test_truncated_files_are_never_written_as_shorter_audio(tmp_path: Path) -> None:
+    """Every codec cut at several offsets: the container's own length (WAV data chunk, SPHERE
+    sample_count, the Ogg end-of-stream page, MP3 Xing frames, FLAC STREAMINFO) or the decoder
+    rejects each cut file; the whole files are written."""
+    folder = tmp_path / "m"
+    rows = []
+    codecs = {"wav": 16000, "sph": 8000, "ogg": 16000, "opus": 16000, "mp3": 48000, "flac": 16000}
+    for codec, rate in codecs.items():
+        whole = write_audio(folder / f"whole.{codec}", tone(300, 3.0, rate), rate, codec)
+        rows.append([f"whole_{codec}", whole.name, "en"])
+        data = whole.read_bytes()
+        for percent in (8, 35, 60, 85):
+            cut = folder / f"cut{percent}.{codec}"
+            cut.write_bytes(data[: len(data) * percent // 100])
+            rows.append([f"cut{percent}_{codec}", cut.name, "en"])
+    write_tsv(folder / "manifest.tsv", ["id", "path", "language"], rows)
+    out = tmp_path / "out"
+    build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    check_contract(out)
+    written = {row["key"] for row in pq.read_table(out / "utterances.parquet").to_pylist()}
+    assert written == {f"manifest_whole_{codec}" for codec in codecs}
+    rejects = {r["key"]: r for r in read_jsonl(out / "rejects.jsonl")}
+    for codec in codecs:
+        for percent in (8, 35, 60, 85):
+            reject = rejects[f"manifest_cut{percent}_{codec}"]
+            assert reject["reason"] in TRUNCATED_REASONS, reject
+            if codec == "wav":
+                assert reject["reason"] == "truncated audio"
+                assert reject["detail"].startswith("its data chunk says 96000 bytes")
+            if codec == "sph":
+                assert reject["reason"] == "truncated audio"
+                assert reject["detail"].startswith("its header says 48000 bytes of samples")
+
+
+def test_a_wav_of_unknown_length_is_not_called_truncated(tmp_path: Path) -> None:
+    from voxshard.pipelines.audio import truncation
+
+    path = write_audio(tmp_path / "s.wav", tone(300, 1.0, 16000), 16000, "wav")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's size
+    path.write_bytes(bytes(data))
+    assert truncation(str(path), "WAV", len(data)) is None
+    data[at + 4 : at + 8] = (40000).to_bytes(4, "little")
+    path.write_bytes(bytes(data[:-2000]))
+    assert truncation(str(path), "WAV", len(data) - 2000) == (
+        f"its data chunk says 40000 bytes, the file holds {len(data) - 2000 - at - 8}"
+    )
+
+
+def test_segments_far_past_their_audio_are_truncated_and_a_small_overrun_is_trimmed(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "m"
+    write_audio(folder / "s.flac", tone(300, 4.0, 16000), 16000, "flac")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language", "start_s", "end_s"],
+        [
+            ["inside", "s.flac", "en", "0.5", "2.5"],
+            ["overrun", "s.flac", "en", "3.0", "4.8"],  # 0.8 s past the end: trimmed
+            ["far", "s.flac", "en", "1.0", "8.0"],  # 4 s of 7 missing
+        ],
+    )
+    out = tmp_path / "out"
+    build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    rows = {row["key"]: row for row in pq.read_table(out / "utterances.parquet").to_pylist()}
+    assert rows["manifest_inside"]["num_samples"] == 32000
+    assert rows["manifest_overrun"]["num_samples"] == 16000
+    [far] = read_jsonl(out / "rejects.jsonl")
+    assert (far["key"], far["reason"]) == ("manifest_far", "truncated audio")
+    assert far["detail"] == "the segment is 7.000 s by its timestamps, 3.000 s decoded"
+
+
+def test_clipping_is_counted_and_heavy_clipping_rejected(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    loud = tone(300, 1.0, 16000, amplitude=1.0) * 2.4  # a float WAV far beyond full scale
+    sf.write(folder / "loud.wav", loud, 16000, subtype="FLOAT")
+    touch = tone(300, 1.0, 16000) * 0.5
+    touch[[100, 2000, 9000]] = 1.2  # three samples over
+    sf.write(folder / "touch.wav", touch, 16000, subtype="FLOAT")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language"],
+        [["loud", "loud.wav", "en"], ["touch", "touch.wav", "en"]],
+    )
+    out = tmp_path / "out"
+    stats = build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    check_contract(out)
+    [loud_reject] = read_jsonl(out / "rejects.jsonl")
+    assert (loud_reject["key"], loud_reject["reason"]) == ("manifest_loud", "clipped audio")
+    assert loud_reject["detail"].endswith("(peak 2.40); at most 0.1% may be clipped")
+    assert stats["clipped_samples"] == 3 and stats["written"] == 1
+
+
+def test_implausible_speaking_rates_are_rejected_before_decoding(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    write_audio(folder / "two.wav", tone(300, 2.0, 16000), 16000, "wav")
+    write_audio(folder / "twelve.wav", tone(300, 12.0, 16000), 16000, "wav")
+    write_tsv(
+        folder / "manifest.tsv",
+        ["id", "path", "language", "transcript"],
+        [
+            ["fine", "two.wav", "en", "a sentence of ordinary length"],
+            ["fast", "two.wav", "en", "x" * 100],
+            ["sparse", "twelve.wav", "en", "a"],
+            ["silent", "twelve.wav", "en", ""],
+        ],
+    )
+    out = tmp_path / "out"
+    build(folder / "manifest.tsv", out, source="manifest", max_error_rate=1.0)
+    rejects = {r["key"]: r for r in read_jsonl(out / "rejects.jsonl")}
+    assert sorted(rejects) == ["manifest_fast", "manifest_sparse"]
+    assert rejects["manifest_fast"]["detail"] == (
+        "100 characters in 2.00 s (50.00/s; speech is between 0.1 and 40.0)"
+    )
+    assert rejects["manifest_sparse"]["reason"] == "implausible speaking rate"

@@ -238,3 +238,59 @@ def test_transcript_helpers() -> None:
     assert has_speech("<hes>") and has_speech("(())") and has_speech("word")
     assert speaker_of("BABEL_BP_101_10470_20111118_172644_outLine") == "babel_101_10470_B"
     assert speaker_of("nonsense") is None
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "IARPA_BABEL_OP1_206",  # the IARPA_ prefix
+        "BABEL_OP1_206-v0.1e",  # a version suffix
+        "IARPA-babel206b-v0.1e-build/BABEL_OP1_206",  # nested in a build folder
+        "IARPA-babel206b-v0.1e-build/pack",  # only the build folder names the language
+        "downloads/zulu/unnamed",  # only the file stems name it
+    ],
+)
+def test_packs_are_found_by_content_under_any_ldc_name(
+    babel_root: Path, tmp_path: Path, layout: str
+) -> None:
+    root = tmp_path / "ldc"
+    (root / layout).parent.mkdir(parents=True)
+    (babel_root / PACK).rename(root / layout)
+    out = tmp_path / "out"
+    stats = run_build(BuildConfig("babel", str(root), str(out), max_error_rate=1.0))
+    assert set(stats["by_language"]["utterances"]) == {"zul"}
+    rows = pq.read_table(out / "utterances.parquet").to_pylist()
+    assert {row["source_language"] for row in rows} == {"206"}
+    assert all(row["source"]["path"].startswith(f"{layout}/conversational/") for row in rows)
+
+
+def test_a_pack_whose_language_nothing_names_is_an_error(tmp_path: Path) -> None:
+    from voxshard.corpora import CorpusOptions, get_corpus
+    from voxshard.schemas import ConfigError
+
+    pack = tmp_path / "mystery" / "conversational" / "training" / "transcription"
+    pack.mkdir(parents=True)
+    (pack / "call_a.txt").write_text("[0.0]\nhello\n[1.0]\n")
+    with pytest.raises(ConfigError, match=r"cannot tell the BABEL language of pack\(s\) 'mystery'"):
+        get_corpus("babel").list_sources(CorpusOptions(root=str(tmp_path)))
+
+
+def test_bad_demographics_rows_are_rejects(babel_root: Path, tmp_path: Path) -> None:
+    path = babel_root / PACK / "conversational/reference_materials/demographics.tsv"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\t".join(["", *(["x"] * (len(DEMOGRAPHICS_14) - 1))]) + "\n")  # no outputFn
+        handle.write("too\tfew\n")
+    out = tmp_path / "out"
+    run_build(BuildConfig("babel", str(babel_root), str(out), max_error_rate=1.0))
+    check_contract(out)
+    source = f"{PACK}/conversational/reference_materials/demographics.tsv"
+    found = [
+        (r["source"], r["reason"])
+        for r in read_jsonl(out / "rejects.jsonl")
+        if source in r["source"]
+    ]
+    lines = len(path.read_text().splitlines())
+    assert found == [
+        (f"{source}:{lines - 1}", "missing required columns"),
+        (f"{source}:{lines}", "wrong column count"),
+    ]

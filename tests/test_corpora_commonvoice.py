@@ -158,3 +158,49 @@ def test_read_table_strips_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "t.tsv"
     path.write_bytes(b'\xef\xbb\xbfa\tb\r\n1\t"2\r\n')
     assert list(read_table(str(path), "t.tsv")) == [(2, {"a": "1", "b": '"2'})]
+
+
+def _corpus_1_folder(folder: Path, locale: str, clip_prefix: str = "common_voice_") -> None:
+    """A Common Voice Corpus 1-4 archive folder: TSVs and clips inside, no locale column."""
+    from conftest import tone, write_audio
+
+    header = CV_HEADERS["v1"]
+    rows = []
+    for number in (1, 2):
+        clip = f"{clip_prefix}{locale}_{number}.mp3"
+        write_audio(folder / "clips" / clip, tone(300 + 100 * number, 1.0, 48000), 48000, "mp3")
+        rows.append(cv_row(header, client_id=f"c{number}".ljust(128, "0"), path=clip, sentence="x"))
+    write_tsv(folder / "train.tsv", header, rows)
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_corpus_1_archive_folders_take_their_locale_from_the_name(
+    tmp_path: Path, as_root: bool
+) -> None:
+    """cv-corpus-1_de/ once read as 'cv' (Chuvash): its locale is the name's suffix."""
+    from voxshard.pipelines.config import BuildConfig
+    from voxshard.pipelines.runner import run_build
+
+    top = tmp_path / "download"
+    _corpus_1_folder(top / "cv-corpus-1_de", "de")
+    _corpus_1_folder(top / "cv-corpus-4-2019-12-10_zh-TW", "zh-TW")
+    root = top / "cv-corpus-1_de" if as_root else top
+    stats = run_build(BuildConfig("commonvoice", str(root), str(tmp_path / "out")))
+    expected = {"deu": 2} if as_root else {"deu": 2, "cmn": 2}
+    assert stats["by_language"]["utterances"] == expected
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == sorted(expected)
+
+
+def test_a_folder_whose_locale_nothing_gives_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "my-copy"
+    _corpus_1_folder(folder, "de", clip_prefix="clip_")
+    options = CorpusOptions(root=str(folder))
+    with pytest.raises(ConfigError, match=r"cannot tell the locale of .*my-copy"):
+        get_corpus("commonvoice").list_sources(options)
+    renamed = tmp_path / "clips-named"  # its clips say it
+    _corpus_1_folder(renamed, "pl")
+    sources = get_corpus("commonvoice").list_sources(CorpusOptions(root=str(renamed)))
+    items = list(
+        get_corpus("commonvoice").parse_source(CorpusOptions(root=str(renamed)), sources[0])
+    )
+    assert {item.source_language for item in items if isinstance(item, SourceUtterance)} == {"pl"}

@@ -125,9 +125,9 @@ def test_asr_segments_are_cut_from_vad_pieces(voxpopuli_root: Path, tmp_path: Pa
         "accent": None,
         "geo": {"lat": 45.2008, "lon": 16.8211, "source": "language"},
     }
-    assert first["transcript"] == {
+    assert first["transcript"] == {  # --normalize canonical applies to original_text
         "raw": "Hvala lijepa.",
-        "normalized": "hvala lijepa",
+        "normalized": "Hvala lijepa.",
         "scripts": ["Latn", "Latn"],
         "cmi": 0.0,
     }
@@ -143,6 +143,7 @@ def test_asr_segments_are_cut_from_vad_pieces(voxpopuli_root: Path, tmp_path: Pa
     np.testing.assert_array_equal(shard_audio(out)[first["key"]], expected)
     second = next(r for k, r in index.items() if "16_11_00_6" in k)
     assert second["transcript"]["raw"] is None and second["gender"] == "male"
+    assert second["transcript"]["normalized"] == "dobar dan"  # only normed_text: kept
     precut = next(r for k, r in index.items() if "16_20_00_9" in k)
     assert precut["source"]["path"].startswith("transcribed_data/hr/2018/")
     assert precut["num_samples"] == 20000 and precut["gender"] is None
@@ -211,3 +212,52 @@ def test_session_file_is_opened_once_for_all_its_segments(
     # different shards, each written in its own step (no audio crosses a shuffle)
     assert len(session) == 2
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["written"] == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("keep", "Hvala lijepa."), ("canonical", "Hvala lijepa."), ("source", "hvala lijepa")],
+)
+def test_normalize_applies_to_voxpopuli_and_source_keeps_its_normed_text(
+    voxpopuli_root: Path, tmp_path: Path, policy: str, expected: str
+) -> None:
+    out = tmp_path / "out"
+    config = BuildConfig(
+        "voxpopuli", str(voxpopuli_root), str(out), max_error_rate=1, normalize=policy
+    )
+    run_build(config)
+    index = {r["key"]: r for r in pq.read_table(out / "utterances.parquet").to_pylist()}
+    first = next(r for k, r in index.items() if "16_10_06_5" in k)
+    assert first["transcript"]["normalized"] == expected
+
+
+def test_asr_tables_are_csv_with_quoting_as_the_official_reader_reads_them(
+    voxpopuli_root: Path,
+) -> None:
+    """get_asr_data.py reads the tables with csv.DictReader(delimiter="|"): doubled quotes
+    inside a quoted field are one quote, and a quoted field may hold the delimiter."""
+    import csv
+
+    from voxshard.corpora import CorpusOptions, get_corpus
+    from voxshard.schemas import CorpusFormatError
+
+    table = voxpopuli_root / "transcribed_data" / "hr" / "asr_hr.tsv.gz"
+    lines = gzip.decompress(table.read_bytes()).decode("utf-8").splitlines()
+    header = lines[0].split("|")
+    fields = lines[1].split("|")
+    fields[header.index("original_text")] = '"""Brexit"" is | hard"'
+    fields[header.index("normed_text")] = '"brexit is hard"'
+    lines[1] = "|".join(fields)
+    table.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8")))
+    with gzip.open(table, "rt", encoding="utf-8") as handle:
+        official = list(csv.DictReader(handle, delimiter="|"))
+    options = CorpusOptions(root=str(voxpopuli_root), splits=("train", "dev", "test"))
+    spec = get_corpus("voxpopuli")
+    items = [
+        item
+        for source in spec.list_sources(options)
+        for item in spec.parse_source(options, source)
+        if not isinstance(item, CorpusFormatError) and "16_10_06_5" in item.key
+    ]
+    assert [item.transcript for item in items] == ['"Brexit" is | hard']
+    assert official[0]["original_text"] == '"Brexit" is | hard'
