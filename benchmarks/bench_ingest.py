@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PREVIOUS_DESIGN = "02bebce"  # the last commit before "plan, then write each shard in one step"
 
-from corpus import CACHE, corpus  # noqa: E402
+from corpus import CACHE, corpus, mls_corpus  # noqa: E402
 
 
 def cpu_now() -> float:
@@ -55,8 +55,17 @@ def measure(function: Callable[[], Any]) -> tuple[float, float]:
 
 
 def clips(root: str) -> list[tuple[str, str, str]]:
-    """(locale, clip path, sentence) from the corpus's train.tsv files, in a fixed order."""
+    """(locale, clip path, sentence) from the corpus's train.tsv files (Common Voice layout)
+    or transcripts.txt files (MLS layout), in a fixed order."""
     items = []
+    for transcripts in sorted(glob.glob(os.path.join(root, "mls_*", "train", "transcripts.txt"))):
+        folder = os.path.dirname(transcripts)
+        with open(transcripts, encoding="utf-8") as handle:
+            for line in handle:
+                utterance, text = line.rstrip("\n").split("\t", 1)
+                speaker, book, _ = utterance.split("_")
+                path = os.path.join(folder, "audio", speaker, book, f"{utterance}.flac")
+                items.append((os.path.basename(os.path.dirname(folder)), path, text))
     for tsv in sorted(glob.glob(os.path.join(root, "*", "train.tsv"))):
         locale = os.path.basename(os.path.dirname(tsv))
         with open(tsv, encoding="utf-8") as handle:
@@ -430,18 +439,21 @@ def row(
 
 def run() -> list[dict[str, Any]]:
     rows = []
-    big, big_flac, info = corpus("two-hours", 2.0)
+    big, _big_flac, info = corpus("two-hours", 2.0)
     small, _small_flac, small_info = corpus("quarter", 0.25)
+    big_mls, mls_info = mls_corpus("two-hours", 2.0)
     rows.append(
         row(f"corpus: {info['engine']} speech, 6 languages, 48 kHz MP3", info["hours"], "h")
     )
     with tempfile.TemporaryDirectory(prefix="voxshard-bench-") as scratch:
-        for label, root, hours in (
-            ("2 h MP3", big, info["hours"]),
-            ("15 min MP3", small, small_info["hours"]),
-            ("2 h FLAC 16k", big_flac, info["hours"]),
+        for label, root, hours, source in (
+            ("2 h MP3", big, info["hours"], "commonvoice"),
+            ("15 min MP3", small, small_info["hours"], "commonvoice"),
+            ("2 h FLAC 16k, MLS layout, 15 s segments", big_mls, mls_info["hours"], "mls"),
         ):
-            v_cpu, v_wall = measure(lambda r=root: voxshard(r, os.path.join(scratch, "v"), 1))
+            v_cpu, v_wall = measure(
+                lambda r=root, s=source: voxshard(r, os.path.join(scratch, "v"), 1, s)
+            )
             p_cpu, _ = measure(lambda r=root: plain_loop(r, os.path.join(scratch, "p")))
             rows.append(
                 row(f"{label}: voxshard build, CPU-s per audio hour", v_cpu / hours, "CPU-s/h")
@@ -457,7 +469,7 @@ def run() -> list[dict[str, Any]]:
                     None if plain_goal is None else p_cpu / v_cpu >= plain_goal,
                 )
             )
-            if label == "2 h FLAC 16k":
+            if source == "mls":
                 c_cpu, _ = measure(lambda r=root: copy_limit(r))
                 rows.append(
                     row(f"{label}: copy + validating decode limit", c_cpu / hours, "CPU-s/h")
@@ -466,7 +478,7 @@ def run() -> list[dict[str, Any]]:
                 previous = previous_design()
                 if previous is not None:
                     o_cpu, _ = measure(
-                        lambda r=root, b=previous: b("commonvoice", r, os.path.join(scratch, "old"))
+                        lambda r=root, b=previous: b("mls", r, os.path.join(scratch, "old"))
                     )
                     rows.append(
                         row(

@@ -81,6 +81,7 @@ def corpus(name: str, hours: float, workers: int = 2) -> tuple[str, str, dict[st
     if os.path.exists(done):
         with open(done) as handle:
             seconds, engine = handle.read().split()
+        clip_durations(mp3_root, flac_root)
         return mp3_root, flac_root, {"hours": float(seconds) / 3600, "engine": engine}
     shutil.rmtree(root, ignore_errors=True)
     rng = random.Random(name)
@@ -114,7 +115,88 @@ def corpus(name: str, hours: float, workers: int = 2) -> tuple[str, str, dict[st
                         f"{client}\t{clip}.{extension}\t{text}\t2\t0\t\t\t\t\t{locale}\t\n"
                     )
     engine = "espeak-ng" if shutil.which("espeak-ng") else "speech-like-synthesizer"
+    clip_durations(mp3_root, flac_root)
     with tempfile.NamedTemporaryFile("w", dir=root, delete=False) as handle:
         handle.write(f"{seconds} {engine}")
     os.replace(handle.name, done)
     return mp3_root, flac_root, {"hours": seconds / 3600, "engine": engine}
+
+
+# MLS has no Hindi: the Hindi voice's segments are filed as Dutch (the codec work is the same)
+MLS_LANGUAGES = {
+    "en": "english",
+    "de": "german",
+    "fr": "french",
+    "es": "spanish",
+    "pl": "polish",
+    "hi": "dutch",
+}
+MLS_METAINFO = (
+    " SPEAKER   |   GENDER   | PARTITION  |  MINUTES   |  BOOK ID   |  TITLE  | CHAPTER\n"
+)
+
+
+def mls_corpus(name: str, hours: float, segment_s: float = 15.0) -> tuple[str, dict[str, float]]:
+    """(root, info): the ``corpus(name, hours)`` speech in the MLS FLAC layout, its clips of
+    one language concatenated into segments of about ``segment_s`` (MLS's run 10-20 s):
+    ROOT/mls_<language>/train/{audio/<speaker>/<book>/<id>.flac, transcripts.txt}."""
+    import soundfile as sf
+
+    _mp3, flac_root, info = corpus(name, hours)
+    root = os.path.join(CACHE, f"{name}-mls")
+    done = os.path.join(root, "DONE")
+    if os.path.exists(done):
+        with open(done) as handle:
+            return root, {"hours": float(handle.read()) / 3600, "engine": info["engine"]}
+    shutil.rmtree(root, ignore_errors=True)
+    seconds = 0.0
+    for locale, language in MLS_LANGUAGES.items():
+        folder = os.path.join(root, f"mls_{language}")
+        speaker, book = "4000", "5000"
+        os.makedirs(os.path.join(folder, "train", "audio", speaker, book))
+        with open(os.path.join(folder, "metainfo.txt"), "w", encoding="utf-8") as handle:
+            handle.write(MLS_METAINFO)
+            handle.write(
+                f"   {speaker}    |     F      |   train    |   600.000  |   {book}   | b | 1\n"
+            )
+        with open(os.path.join(flac_root, locale, "train.tsv"), encoding="utf-8") as handle:
+            rows = [line.rstrip("\n").split("\t") for line in handle][1:]
+        lines, pending, texts = [], [], []
+        for row in rows:
+            audio, rate = sf.read(os.path.join(flac_root, locale, "clips", row[1]), dtype="int16")
+            pending.append(audio)
+            texts.append(row[2])
+            if sum(len(p) for p in pending) / rate >= segment_s or row is rows[-1]:
+                utterance = f"{speaker}_{book}_{len(lines):06d}"
+                segment = np.concatenate(pending)
+                path = os.path.join(folder, "train", "audio", speaker, book, f"{utterance}.flac")
+                sf.write(path, segment, rate, format="FLAC", subtype="PCM_16")
+                seconds += len(segment) / rate
+                lines.append(f"{utterance}\t{' '.join(texts)}")
+                pending, texts = [], []
+        with open(
+            os.path.join(folder, "train", "transcripts.txt"), "w", encoding="utf-8"
+        ) as handle:
+            handle.write("\n".join(lines) + "\n")
+    with open(done, "w") as handle:
+        handle.write(str(seconds))
+    return root, {"hours": seconds / 3600, "engine": info["engine"]}
+
+
+def clip_durations(mp3_root: str, flac_root: str) -> None:
+    """Common Voice's clip_durations.tsv (releases >= 16.1: clip TAB duration[ms]) for each
+    locale of the MP3 tree, from the exact lengths of the FLAC twins."""
+    import soundfile as sf
+
+    for locale in WORDS:
+        path = os.path.join(mp3_root, locale, "clip_durations.tsv")
+        if os.path.exists(path):
+            continue
+        lines = ["clip\tduration[ms]"]
+        for name in sorted(os.listdir(os.path.join(flac_root, locale, "clips"))):
+            info = sf.info(os.path.join(flac_root, locale, "clips", name))
+            clip = name[: -len(".flac")] + ".mp3"
+            lines.append(f"{clip}\t{round(1000 * info.frames / info.samplerate)}")
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(path + ".tmp", path)

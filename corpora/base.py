@@ -40,6 +40,9 @@ class SourceUtterance:
     normalized_by_source: bool = False
     lat: float | None = None
     lon: float | None = None
+    # the whole file's duration as the corpus states it (Common Voice clip_durations.tsv):
+    # the plan uses it instead of reading the file's header
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 from voxshard.corpora.base import (
     CorpusOptions,
@@ -20,6 +21,7 @@ from voxshard.corpora.base import (
     SourceUtterance,
     map_gender,
     none_if_empty,
+    read_table,
     read_table_requiring,
 )
 from voxshard.schemas import (
@@ -32,6 +34,7 @@ from voxshard.schemas import (
 )
 
 NAME = "commonvoice"
+DURATIONS = "clip_durations.tsv"
 DEFAULT_SPLITS = ("train", "dev", "test")
 REQUIRED_COLUMNS = ("client_id", "path")
 
@@ -137,14 +140,44 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
     if locale_default is None:  # list_sources refused such a folder already
         raise CorpusFormatError(source, None, "cannot tell the folder's locale")
     split = os.path.basename(source)[: -len(".tsv")]
+    durations = _clip_durations(options.root, folder, path, source)
     for number, row in read_table_requiring(path, source, REQUIRED_COLUMNS):
         if isinstance(row, CorpusFormatError):
             yield row
             continue
         try:
-            yield _parse_row(row, source, number, folder, locale_default, split)
+            utterance = _parse_row(row, source, number, folder, locale_default, split)
         except CorpusFormatError as error:
             yield error
+            continue
+        stated = durations.get(utterance.audio_path.rsplit("/", 1)[-1])
+        yield utterance if stated is None else replace(utterance, duration_s=stated)
+
+
+def _clip_durations(root: str, folder: str, table: str, display: str) -> dict[str, float]:
+    """Seconds per clip of this TSV from the locale's clip_durations.tsv (Common Voice >=
+    16.1: ``clip TAB duration[ms]``), read for this TSV's clips only; {} when absent."""
+    durations_path = (
+        storage.join(root, folder, DURATIONS) if folder else storage.join(root, DURATIONS)
+    )
+    if not storage.isfile(durations_path):
+        return {}
+    wanted = set()
+    for _number, row in read_table_requiring(table, display, REQUIRED_COLUMNS):
+        if not isinstance(row, CorpusFormatError):
+            clip = row["path"].strip()
+            wanted.add(clip if "." in clip else clip + ".mp3")
+    found: dict[str, float] = {}
+    for _number, row in read_table(durations_path, DURATIONS):
+        if isinstance(row, CorpusFormatError) or row.get("clip") not in wanted:
+            continue
+        try:
+            milliseconds = float(row.get("duration[ms]", ""))
+        except ValueError:
+            continue  # a bad row: the clip's header is read instead
+        if milliseconds > 0:
+            found[row["clip"]] = milliseconds / 1000.0
+    return found
 
 
 def _parse_row(

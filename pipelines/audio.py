@@ -148,8 +148,7 @@ class SpanReader:
             return int(self.handle.frames)
         if self.handle.format == "MP3" and self.stream is None:
             try:
-                with open(self.path, "rb") as handle:
-                    head = handle.read(HEAD_BYTES)
+                head = _mp3_first_frames(self.path)
             except OSError:
                 return 0
             if any(tag in head for tag in (b"Xing", b"Info", b"VBRI")):
@@ -383,13 +382,27 @@ class AudioHeader:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+MP3_TAG_WINDOW = 4096  # the Xing/Info/VBRI header sits in the first frame
+
+
+def _mp3_first_frames(path: str) -> bytes:
+    """The bytes after an MP3's ID3v2 tag, if any (its size: 4 syncsafe bytes at 6..9)."""
+    with open(path, "rb") as handle:
+        head = handle.read(10)
+        if head[:3] == b"ID3" and len(head) == 10:
+            size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+            handle.seek(10 + size)
+            return handle.read(MP3_TAG_WINDOW)
+        return head + handle.read(MP3_TAG_WINDOW - len(head))
+
+
 # Truncation. libsndfile reports a cut WAV's or SPHERE's length as what is left and opens a cut
 # Ogg stream as if whole, so the container's own claims are read here, in the file's head and
 # tail only: a WAV's data chunk size, a SPHERE header's sample_count, an Ogg stream's last page
 # (its header_type must carry the end-of-stream flag, 0x04). FLAC (STREAMINFO) and tagged MP3
 # (Xing/Info/VBRI frame counts) declare their length through libsndfile: SpanReader compares.
-HEAD_BYTES = 1 << 16
-OGG_TAIL_BYTES = 1 << 16
+HEAD_BYTES = 1 << 12  # a WAV's chunks before "data", a SPHERE header (1024 bytes)
+OGG_TAIL_BYTES = 65_307  # the largest Ogg page: 27 + 255 lacing values + 255 * 255
 OGG_END_OF_STREAM = 0x04
 UNKNOWN_RIFF_SIZES = (0, 0xFFFFFFFF)  # written by streaming writers that could not seek back
 

@@ -145,7 +145,12 @@ def implausible_speaking_rate(item: SourceUtterance, duration_s: float) -> str |
 
 
 def _needs_header(item: SourceUtterance) -> bool:
-    return item.pieces is None and item.end_s is None
+    """A header read gives what the item's own metadata does not: the length of an
+    open-ended item, and for a FLAC file whether it can be copied as it is."""
+    if item.pieces is not None or item.end_s is not None:
+        return False
+    stated = item.duration_s is not None and not item.audio_path.lower().endswith(".flac")
+    return not stated
 
 
 def _whole_file(item: SourceUtterance) -> bool:
@@ -160,6 +165,8 @@ def item_duration_s(item: SourceUtterance, header: AudioHeader | None) -> float:
     end = item.end_s
     if header is not None:
         end = header.duration_s if end is None else min(end, header.duration_s)
+    elif end is None and item.duration_s is not None:
+        end = item.duration_s
     return max(0.0, (end or 0.0) - start)
 
 
@@ -217,6 +224,14 @@ def plan_file(
             detail = (
                 f"{duration_s:.3f} s by its header > --max-duration {audio.max_duration_s}"
                 " (not decoded)"
+            )
+            yield Reject(item.key, item.audio_path, "validate", "too long", detail)
+            continue
+        stated = item.duration_s is not None and item.end_s is None and item.pieces is None
+        if stated and duration_s > audio.max_duration_s + HEADER_TOO_LONG_MARGIN_S:
+            detail = (
+                f"{duration_s:.3f} s by the corpus's duration table > --max-duration "
+                f"{audio.max_duration_s} (not decoded)"
             )
             yield Reject(item.key, item.audio_path, "validate", "too long", detail)
             continue

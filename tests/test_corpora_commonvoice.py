@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,43 @@ def test_a_folder_whose_locale_nothing_gives_is_an_error(tmp_path: Path) -> None
         get_corpus("commonvoice").parse_source(CorpusOptions(root=str(renamed)), sources[0])
     )
     assert {item.source_language for item in items if isinstance(item, SourceUtterance)} == {"pl"}
+
+
+def test_clip_durations_plan_without_header_reads(
+    cv_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Common Voice >= 16.1 states each clip's length (clip TAB duration[ms]): the plan takes
+    it instead of opening the MP3, and a clip far over --max-duration is not decoded."""
+    import soundfile as sf
+
+    import voxshard.pipelines.plan as plan
+    from voxshard.pipelines.config import BuildConfig
+    from voxshard.pipelines.runner import run_build
+
+    lines = ["clip\tduration[ms]"]
+    for clip in sorted((cv_root / "en" / "clips").iterdir()):
+        if clip.name == "common_voice_en_4.mp3":
+            continue  # only its bad row below
+        info = sf.info(clip)
+        milliseconds = round(1000 * info.frames / info.samplerate)
+        lines.append(f"{clip.name}\t{99000 if clip.name.endswith('_2.mp3') else milliseconds}")
+    lines.append("common_voice_en_4.mp3\tnot a number")  # a bad row: that clip's header is read
+    (cv_root / "en" / "clip_durations.tsv").write_text("\n".join(lines) + "\n")
+    opened: list[str] = []
+    real = plan.read_header
+
+    def counting(path: str):  # type: ignore[no-untyped-def]
+        opened.append(path)
+        return real(path)
+
+    monkeypatch.setattr(plan, "read_header", counting)
+    out = tmp_path / "out"
+    stats = run_build(
+        BuildConfig("commonvoice", str(cv_root), str(out), languages=("en",), max_error_rate=1.0)
+    )
+    assert sorted(p.rsplit("/", 1)[1] for p in opened) == ["common_voice_en_4.mp3"]
+    assert stats["rejected_by_reason"] == {"too long": 1}
+    [reject] = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert reject["detail"] == (
+        "99.000 s by the corpus's duration table > --max-duration 60.0 (not decoded)"
+    )
