@@ -38,7 +38,7 @@ class LanguageEncoder:
         return np.nan_to_num(self.features.vectors(resolved), nan=0.0)
 
     def pairwise(self, codes: list[str], min_shared: int = 1) -> npt.NDArray[np.float32]:
-        resolved = [self.features.resolve(code)[0] for code in codes]
+        resolved = [self.features.resolve(code, min_shared)[0] for code in codes]
         similarity, _shared = masked_cosine(self.features.vectors(resolved), min_shared=min_shared)
         return similarity
 

@@ -55,12 +55,42 @@ def feature_sets() -> dict[str, FeatureSetSpec]:
 
 @functools.cache
 def stand_ins() -> dict[str, str]:
-    """code -> stand-in code, both directions of the macrolanguage table."""
+    """code -> stand-in code: a macrolanguage's main individual language and back, a retired
+    code's successor (rows of kind ``macrolanguage`` and ``retired``)."""
     table: dict[str, str] = {}
     for row in data_rows("voxshard.encoders", "macrolanguages.tsv"):
+        if row["kind"] == "member":
+            continue
         table[row["code"]] = row["stand_in"]
         table.setdefault(row["stand_in"], row["code"])
     return table
+
+
+@functools.cache
+def macrolanguage_of() -> dict[str, str]:
+    """member -> macrolanguage (rows of kind ``member``, and each macrolanguage's main one)."""
+    table = {
+        row["code"]: row["stand_in"]
+        for row in data_rows("voxshard.encoders", "macrolanguages.tsv")
+        if row["kind"] == "member"
+    }
+    for row in data_rows("voxshard.encoders", "macrolanguages.tsv"):
+        if row["kind"] == "macrolanguage":
+            table.setdefault(row["stand_in"], row["code"])
+    return table
+
+
+def candidates(code: str) -> list[str]:
+    """The codes tried for a language, in order: itself, its macrolanguage, and that
+    macrolanguage's main individual language (srp -> hbs -> hrv; zho -> cmn)."""
+    chain = [code]
+    macro = macrolanguage_of().get(code)
+    if macro is not None:
+        chain.append(macro)
+    stand_in = stand_ins().get(macro or code)
+    if stand_in is not None and stand_in not in chain:
+        chain.append(stand_in)
+    return chain
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,22 +123,26 @@ class FeatureSet:
     def index(self) -> dict[str, int]:
         return {code: i for i, code in enumerate(self.codes)}
 
-    def usable(self, code: str) -> bool:
-        """The language is in the set with at least one known, not all-zero feature."""
+    def usable(self, code: str, min_shared: int = 1) -> bool:
+        """The language is in the set with at least ``min_shared`` known features (as many
+        as the set has, if fewer), not all zero: it can give a similarity."""
         row = self.index.get(code)
         if row is None:
             return False
         vector = self.values[row]
         known = ~np.isnan(vector)
-        return bool(known.any() and np.any(vector[known] != 0))
+        enough = int(known.sum()) >= min(min_shared, len(self.feature_names))
+        return bool(enough and known.any() and np.any(vector[known] != 0))
 
-    def resolve(self, code: str) -> tuple[str | None, str | None]:
-        """(code to use, note): the code itself, else its explicit stand-in, else None."""
-        if self.usable(code):
-            return code, None
-        stand_in = stand_ins().get(code)
-        if stand_in is not None and self.usable(stand_in):
-            return stand_in, f"{code} -> {stand_in}"
+    def resolve(self, code: str, min_shared: int = 1) -> tuple[str | None, str | None]:
+        """(code to use, note): the first of ``candidates(code)`` whose vector can give a
+        value under ``min_shared``, else the first with any features (its pairs then come
+        out NaN, "fewer than min_shared"); the note says when it is a stand-in. (None, None)
+        when no candidate is in the set at all."""
+        for needed in (min_shared, 1):
+            for position, candidate in enumerate(candidates(code)):
+                if self.usable(candidate, needed):
+                    return candidate, None if position == 0 else f"{code} -> {candidate}"
         return None, None
 
     def vectors(self, codes: list[str | None]) -> FloatArray:

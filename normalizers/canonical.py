@@ -15,6 +15,7 @@ import re
 
 import unicodedata2
 
+from voxshard.normalizers.blocks import brahmic_blocks
 from voxshard.normalizers.scripts import char_script
 
 ZWNJ = "\u200c"
@@ -52,16 +53,15 @@ _ATOMIC = {
 _ATOMIC_PATTERN = re.compile("|".join(map(re.escape, _ATOMIC)))
 _JOINER_PATTERN = re.compile("[\u200c\u200d]+")
 # nukta after one or more vowel signs of the same block: move it next to the consonant
+_NUKTA_BASES = tuple(block.base for block in brahmic_blocks().values() if block.nukta)
 _NUKTA_PATTERN = re.compile(
     "|".join(
         f"([\\u{base + 0x3E:04x}-\\u{base + 0x4C:04x}\\u{base + 0x62:04x}\\u{base + 0x63:04x}]+)"
         f"(\\u{base + 0x3C:04x})"
-        for base in (0x0900, 0x0980, 0x0A00, 0x0A80, 0x0B00, 0x0C00, 0x0C80)
+        for base in _NUKTA_BASES
     )
 )
-_NUKTAS = "".join(
-    chr(base + 0x3C) for base in (0x0900, 0x0980, 0x0A00, 0x0A80, 0x0B00, 0x0C00, 0x0C80)
-)
+_NUKTAS = "".join(chr(base + 0x3C) for base in _NUKTA_BASES)
 # any character one of the rare steps acts on: lines without one take the fast path
 _SPECIAL = re.compile(
     "["
@@ -76,9 +76,31 @@ _SPECIAL = re.compile(
 _ELONGATION = re.compile(f"(?<=[\u0620-\u064a\u066e-\u06d3\u06fa-\u06ff]){TATWEEL}+")
 
 
+# Halfwidth Hangul letters (U+FFA0-U+FFDC) decompose <narrow> to the compatibility jamo
+# (U+3131...), which this policy keeps; NFKC would go on to conjoining jamo that compose
+# into syllables (U+FFA1 U+FFC2 -> 가), unlike the same letters typed as compatibility jamo.
+_HALFWIDTH_HANGUL = re.compile("[\uffa0-\uffdc]")
+
+
+def _narrow(match: re.Match[str]) -> str:
+    mapping = unicodedata2.decomposition(match.group(0))  # "<narrow> 3131"
+    return chr(int(mapping.split()[-1], 16)) if mapping.startswith("<narrow>") else match.group(0)
+
+
 def _fold(match: re.Match[str]) -> str:
-    folded: str = unicodedata2.normalize("NFKC", match.group(0))
+    text = _HALFWIDTH_HANGUL.sub(_narrow, match.group(0))
+    folded: str = (
+        unicodedata2.normalize("NFKC", text) if text == match.group(0) else _nfkc_rest(text)
+    )
     return folded
+
+
+def _nfkc_rest(text: str) -> str:
+    """NFKC for everything but the compatibility jamo the halfwidth letters became."""
+    return "".join(
+        char if 0x3130 <= ord(char) <= 0x318F else unicodedata2.normalize("NFKC", char)
+        for char in text
+    )
 
 
 def _is_emoji_side(char: str) -> bool:

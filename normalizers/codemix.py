@@ -53,13 +53,18 @@ def language_tags(
 ) -> list[str]:
     """A language per token: the matrix language for its native script (and for tokens mixing
     scripts inside one word), the table's Latin language for other Latin tokens unless the
-    lexicon knows them (romanized matrix words), ``univ`` for Common-script tokens, and
-    ``x-<Script>`` for any other script."""
+    lexicon knows them (romanized matrix words), ``univ`` for Common-script tokens and tokens
+    without a letter or digit, and ``x-<Script>`` for any other script."""
     info = language_info(language, scripts)
     by_script: dict[str, str] = {}
     tags = []
     check_lexicon = bool(lexicon.to_native or lexicon.to_latin)
     for token, script in zip(tokens, scripts, strict=True):
+        if not any(char.isalnum() for char in token):
+            # punctuation is language-independent, even where it takes a neighbour's script
+            # tag (a standalone danda or Arabic comma): never a word of the matrix language
+            tags.append(UNIV)
+            continue
         if (
             script == "Latn"
             and check_lexicon

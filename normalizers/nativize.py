@@ -1,8 +1,15 @@
 """``to-native``: Latin-script tokens into a Brahmic script through a declared romanization
 scheme (ITRANS, Harvard-Kyoto, IAST; ``data/schemes.tsv``). A consonant takes a vowel sign from
 the vowel after it, a virama before another consonant and at the end of the word (ITRANS's
-rule); the Devanagari layout is shifted to the target's parallel block, and a letter that
-block lacks makes the token unconvertible (None)."""
+rule); the Devanagari layout is shifted to the target's parallel block (data/brahmic_blocks.tsv),
+a letter the block lacks is written as its usual romanizations write it there (Bengali v, w:
+ব), and any other missing letter makes the token unconvertible (None).
+
+Rules beyond the schemes' tables: IAST ``ḷ`` is the consonant ळ before a vowel (ISO 15919:
+śāḷā -> शाळा) and the vowel ऌ elsewhere (kḷpta); ISO 15919's ``r̥``/``l̥`` are vowels. A word
+cannot begin with a visarga or anusvara: a capital ``H``/``M`` at a word's start (a sentence's
+first word, ``Hindi``) is read as the lower-case letter; the same holds for any capital
+whose reading would start the word with such a mark."""
 
 from __future__ import annotations
 
@@ -11,21 +18,11 @@ from dataclasses import dataclass
 
 import unicodedata2
 
+from voxshard.normalizers.blocks import brahmic_blocks
 from voxshard.normalizers.scripts import char_script
 from voxshard.schemas.tables import data_rows
 
 SCHEMES = ("itrans", "hk", "iast", "none")
-BLOCK_BASE = {
-    "Deva": 0x0900,
-    "Beng": 0x0980,
-    "Guru": 0x0A00,
-    "Gujr": 0x0A80,
-    "Orya": 0x0B00,
-    "Taml": 0x0B80,
-    "Telu": 0x0C00,
-    "Knda": 0x0C80,
-    "Mlym": 0x0D00,
-}
 VIRAMA = 0x4D
 # independent vowel offset -> dependent vowel sign offset (a: none)
 VOWEL_SIGN = {
@@ -80,12 +77,34 @@ def parse(word: str, scheme: str) -> list[Unit] | None:
     return found
 
 
+IAST_VOCALIC_L = Unit("vowel", (0x0C,))
+LLA = Unit("consonant", (0x33,))
+
+
+def _units(word: str, scheme: str) -> list[Unit] | None:
+    """The word's units, with the rules the tables cannot express (module docstring)."""
+    units = parse(word, scheme)
+    if units and units[0].kind == "mark" and word[:1].isupper():
+        units = parse(word[0].lower() + word[1:], scheme)  # "Hindi": h, not a visarga
+    if not units or units[0].kind == "mark":
+        return None
+    if scheme == "iast":
+        units = [
+            LLA
+            if unit == IAST_VOCALIC_L and i + 1 < len(units) and units[i + 1].kind == "vowel"
+            else unit
+            for i, unit in enumerate(units)
+        ]
+    return units
+
+
 def to_native_word(word: str, scheme: str, script: str) -> str | None:
     """``word`` (Latin) in ``script`` through ``scheme``; None when it cannot be converted."""
-    base = BLOCK_BASE.get(script)
-    if base is None or scheme not in SCHEMES or scheme == "none":
+    block = brahmic_blocks().get(script)
+    if block is None or scheme not in SCHEMES or scheme == "none":
         return None
-    units = parse(word, scheme)
+    base = block.base
+    units = _units(word, scheme)
     if not units:
         return None
     offsets: list[int] = []
@@ -109,7 +128,7 @@ def to_native_word(word: str, scheme: str, script: str) -> str | None:
             after_consonant = False
     if after_consonant:
         offsets.append(VIRAMA)
-    chars = [chr(base + offset) for offset in offsets]
+    chars = [chr(base + block.substitutes.get(offset, offset)) for offset in offsets]
     if any(unicodedata2.name(c, "") == "" or char_script(c) != script for c in chars):
         return None
     native: str = unicodedata2.normalize("NFC", "".join(chars))

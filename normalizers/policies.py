@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import unicodedata2
+
 from voxshard.normalizers.canonical import canonicalize
 from voxshard.normalizers.codemix import language_info, language_tags, mixing_metrics
 from voxshard.normalizers.lexicon import EMPTY, Lexicon
@@ -21,7 +23,22 @@ from voxshard.schemas import ConfigError
 
 SOURCE_POLICY = "source"
 _LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
+
+
+def _is_edge(char: str) -> bool:
+    """Punctuation or a symbol around a word; never a letter, digit or combining mark."""
+    return not char.isalnum() and not unicodedata2.category(char).startswith("M")
+
+
+def split_edges(token: str) -> tuple[str, str, str]:
+    """(leading punctuation, word, trailing punctuation): a combining mark belongs to the
+    word (``pitr̥``'s ring below is part of its r̥), not to the edges."""
+    start, end = 0, len(token)
+    while start < end and _is_edge(token[start]):
+        start += 1
+    while end > start and _is_edge(token[end - 1]):
+        end -= 1
+    return token[:start], token[start:end], token[end:]
 
 
 @dataclass(frozen=True)
@@ -85,8 +102,7 @@ def _to_native(
         if script != "Latn":
             out.append(token)
             continue
-        match = _EDGES.match(token)
-        lead, core, trail = match.groups() if match else ("", token, "")
+        lead, core, trail = split_edges(token)
         native = ctx.lexicon.native(core) or to_native_word(core, ctx.scheme, target)
         if native is None:
             unknown += 1

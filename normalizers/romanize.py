@@ -19,19 +19,9 @@ from dataclasses import dataclass
 
 import unicodedata2
 
+from voxshard.normalizers.blocks import script_of_block
 from voxshard.schemas.tables import data_rows
 
-BRAHMIC_BLOCKS = {
-    0x0900: "Deva",
-    0x0980: "Beng",
-    0x0A00: "Guru",
-    0x0A80: "Gujr",
-    0x0B00: "Orya",
-    0x0B80: "Taml",
-    0x0C00: "Telu",
-    0x0C80: "Knda",
-    0x0D00: "Mlym",
-}
 LABIALS = frozenset({"p", "ph", "b", "bh", "m"})
 _LATIN_SPECIAL = {
     "ß": "ss",
@@ -78,11 +68,13 @@ def _brahmic_letter(char: str) -> BrahmicLetter | None:
     if not 0x0900 <= code < 0x0D80:
         return None
     table = _brahmic()
-    script = BRAHMIC_BLOCKS[code & ~0x7F]
+    script = script_of_block()[code & ~0x7F]
     return table.get((script, code & 0x7F)) or table.get(("*", code & 0x7F))
 
 
-def _latin_char(char: str) -> str:
+def _latin_char(char: str) -> str | None:
+    """A character's Latin key: "" when it is dropped (punctuation, and letters whose key in
+    letters.tsv is empty: Russian ь and ъ, Arabic hamza), None for a letter no table knows."""
     lowered = char.lower()
     if lowered in _LATIN_SPECIAL:
         return _LATIN_SPECIAL[lowered]
@@ -92,7 +84,8 @@ def _latin_char(char: str) -> str:
     base = decomposed[:1]
     if base in _letters():  # accented Greek and the like: the base letter's key
         return _letters()[base]
-    return "".join(c for c in decomposed if c.isascii() and c.isalnum())
+    key = "".join(c for c in decomposed if c.isascii() and c.isalnum())
+    return key if key or not char.isalnum() else None
 
 
 @functools.lru_cache(maxsize=262144)
@@ -116,10 +109,10 @@ def latin_key(token: str) -> str:
         if letter is None:
             flush(True)
             key = _latin_char(char)
-            if key or not char.isalnum():
-                parts.append(key)
-            else:
+            if key is None:
                 foreign.append(char)
+            else:
+                parts.append(key)
             continue
         kind = letter.kind
         if kind == "consonant":

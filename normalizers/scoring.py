@@ -3,6 +3,10 @@
 T-WER counts a reference word as matched when the hypothesis has it in either script: equal
 words, a lexicon pair, or equal ``to-latin`` keys. Corpus rates are total edits over total
 reference words (characters for CER).
+
+An empty reference follows jiwer 4.0's definition: against an empty hypothesis it scores 0;
+otherwise every hypothesis word (character) is an insertion over a denominator of 1, so ``''``
+vs ``'hello world'`` has WER 2. The same holds over a corpus whose references are all empty.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ def edit_distance(
             )
         previous = current
     return previous[-1]
+
+
+def rate(edits: int, reference_size: int) -> float:
+    """Edits per reference unit; with an empty reference, the edits (insertions) themselves."""
+    return edits / reference_size if reference_size else float(edits)
 
 
 def transliteration_equal(lexicon: Lexicon) -> Callable[[str, str], bool]:
@@ -80,9 +89,9 @@ class Score:
             {
                 "index": d.index,
                 "ref_words": d.ref_words,
-                "wer": d.word_edits / d.ref_words if d.ref_words else 0.0,
-                "cer": d.char_edits / d.ref_chars if d.ref_chars else 0.0,
-                "t_wer": d.t_word_edits / d.ref_words if d.ref_words else 0.0,
+                "wer": rate(d.word_edits, d.ref_words),
+                "cer": rate(d.char_edits, d.ref_chars),
+                "t_wer": rate(d.t_word_edits, d.ref_words),
             }
             for d in self.details
         ]
@@ -117,9 +126,9 @@ def score(
     words = sum(d.ref_words for d in details)
     chars = sum(d.ref_chars for d in details)
     return Score(
-        wer=sum(d.word_edits for d in details) / words if words else 0.0,
-        cer=sum(d.char_edits for d in details) / chars if chars else 0.0,
-        t_wer=sum(d.t_word_edits for d in details) / words if words else 0.0,
+        wer=rate(sum(d.word_edits for d in details), words),
+        cer=rate(sum(d.char_edits for d in details), chars),
+        t_wer=rate(sum(d.t_word_edits for d in details), words),
         utterances=len(details),
         ref_words=words,
         details=details,

@@ -155,14 +155,14 @@ def language_matrices(
         features = load_feature_set(name)
         resolved = []
         unknown, substituted = [], {}
+        min_shared = min(config.min_shared, len(features.feature_names))
         for code in languages:
-            used, note = features.resolve(code)
+            used, note = features.resolve(code, min_shared)
             resolved.append(used)
             if used is None:
                 unknown.append(code)
             elif note is not None:
                 substituted[code] = used
-        min_shared = min(config.min_shared, len(features.feature_names))
         similarity, shared = masked_cosine(features.vectors(resolved), min_shared=min_shared)
         similarity = np.maximum(similarity, similarity.T)  # exact symmetry (NaN-aware max)
         np.fill_diagonal(similarity, 1.0)

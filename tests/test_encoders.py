@@ -150,3 +150,20 @@ def test_geo_encoder() -> None:
     similarity = encoder.pairwise(points)
     assert similarity[0, 0] == 1.0
     assert similarity[0, 1] == pytest.approx(math.exp(-HALF_CIRCUMFERENCE_KM / 2 / 500.0), rel=1e-5)
+
+
+def test_every_member_of_a_macrolanguage_tries_its_stand_ins() -> None:
+    """srp and bos fall back to hbs like hrv; a vector too sparse for --min-shared counts as
+    missing, so its stand-in is tried (hrv has 12 syntax_average features)."""
+    from voxshard.encoders.lang2vec import candidates, load_feature_set
+
+    assert candidates("srp") == ["srp", "hbs", "hrv"]
+    assert candidates("bos") == ["bos", "hbs", "hrv"]
+    assert candidates("zho") == ["zho", "cmn"] and candidates("cmn") == ["cmn", "zho"]
+    wals = load_feature_set("syntax_wals")
+    assert wals.resolve("srp", 20) == ("hbs", "srp -> hbs")
+    assert wals.resolve("hrv", 20) == ("hbs", "hrv -> hbs")
+    average = load_feature_set("syntax_average")
+    assert average.usable("hrv", 1) and not average.usable("hrv", 20)
+    assert average.resolve("hrv", 20) == ("hbs", "hrv -> hbs")
+    assert average.resolve("hrv", 1) == ("hrv", None)

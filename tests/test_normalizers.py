@@ -179,7 +179,7 @@ def test_policies_never_raise_and_keep_one_line(text: str, policy: str, lang: st
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.text(alphabet=st.characters(categories=("L",)), min_size=1, max_size=20),
+    st.text(alphabet=st.characters(categories=["L"]), min_size=1, max_size=20),
     st.sampled_from(["canonical", "to-latin", "to-native"]),
 )
 def test_a_letter_string_never_becomes_empty(text: str, policy: str) -> None:
@@ -285,3 +285,56 @@ def test_build_fills_transcript_policy_scripts_and_cmi(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="unknown policy"):
         BuildConfig("manifest", str(tmp_path / "m.tsv"), str(tmp_path / "o2"), normalize="x")
+
+
+def test_fidelity_fixes_against_their_definitions() -> None:
+    """to-latin drops letters whose key is empty (letters.tsv) instead of keeping the word;
+    punctuation never counts as a word in CMI / M-index / I-index; an empty reference
+    scores as jiwer 4.0 defines it; halfwidth Hangul folds to compatibility jamo (NFKC's
+    <narrow> step), as the same letters typed as compatibility jamo stay."""
+    from voxshard.normalizers import canonicalize, latin_key, normalize, score
+
+    assert [latin_key(w) for w in ("день", "объём,", "شيء")] == ["den", "obem", "shy"]
+    assert latin_key("日本") == "日本"  # a script with no key table: kept whole
+    with_danda = normalize("मैं ठीक हूँ । ok", "hin")
+    without = normalize("मैं ठीक हूँ ok", "hin")
+    assert (with_danda.cmi, round(with_danda.m_index, 4), round(with_danda.i_index, 4)) == (
+        25.0,
+        0.6,
+        0.3333,
+    )
+    assert (with_danda.cmi, with_danda.m_index, with_danda.i_index) == (
+        without.cmi,
+        without.m_index,
+        without.i_index,
+    )
+    assert score([""], ["hello world"], "eng").wer == 2.0
+    assert score([""], [""], "eng").wer == 0.0
+    assert score(["", ""], ["a", "b c"], "eng").wer == 3.0  # every reference empty
+    assert score(["a b"], ["a b c"], "eng").wer == 0.5
+    assert score([""], ["abcde"], "eng").cer == 5.0
+    assert canonicalize("\uffa1\uffc2", "kor") == "\u3131\u314f"  # not 가
+    assert canonicalize("\u3131\u314f", "kor") == "\u3131\u314f"
+    assert canonicalize("ＡＢＣ１ ｶﾞ", "jpn") == "ABC1 ガ"
+
+
+def test_to_native_rules_beyond_the_scheme_tables() -> None:
+    """Bengali writes v and w as ব (it has no VA); IAST ḷ before a vowel is ळ (ISO 15919)
+    and vocalic elsewhere; HK's L is ळ; ISO 15919's r̥ is a vowel and its combining ring is
+    part of the word, not an edge; a word-initial capital H is not a visarga."""
+    from voxshard.normalizers import normalize
+    from voxshard.normalizers.nativize import to_native_word
+    from voxshard.normalizers.policies import split_edges
+
+    assert to_native_word("vAMlA", "itrans", "Beng") == "বাংলা"
+    assert to_native_word("dhanyavAda", "itrans", "Beng") == "ধন্যবাদ"
+    assert to_native_word("śāḷā", "iast", "Deva") == "शाळा"
+    assert to_native_word("kḷpta", "iast", "Deva") == "कॢप्त"
+    assert to_native_word("baLa", "hk", "Deva") == "बळ"
+    assert to_native_word("pitr̥", "iast", "Deva") == "पितृ"
+    assert to_native_word("Hindi", "itrans", "Deva") == "हिन्दि"
+    assert to_native_word("H", "itrans", "Deva") == "ह्"  # read as h, like Hindi's
+    assert to_native_word(".nka", "itrans", "Deva") is None  # anusvara first: no word
+    assert split_edges("«pitr̥»,") == ("«", "pitr̥", "»,")
+    result = normalize("pitr̥ ok", "hin", "to-native", scheme="iast")
+    assert result.text == "पितृ ओक्" and result.unknown == 0
