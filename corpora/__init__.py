@@ -21,6 +21,7 @@ REGISTRY: dict[str, CorpusSpec] = {
             default_splits=commonvoice.DEFAULT_SPLITS,
             list_sources=commonvoice.list_sources,
             parse_source=commonvoice.parse_source,
+            known_splits=commonvoice.KNOWN_SPLITS,
         ),
         CorpusSpec(
             name=voxpopuli.NAME,
@@ -29,6 +30,7 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_sources=voxpopuli.list_sources,
             parse_source=voxpopuli.parse_source,
             settings=voxpopuli.SETTINGS,
+            known_splits=("train", "dev", "test", "unlabelled"),
         ),
         CorpusSpec(
             name=mls.NAME,
@@ -37,6 +39,7 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_sources=mls.list_sources,
             parse_source=mls.parse_source,
             settings=mls.SETTINGS,
+            known_splits=mls.DEFAULT_SPLITS,
         ),
         CorpusSpec(
             name=babel.NAME,
@@ -45,6 +48,7 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_sources=babel.list_sources,
             parse_source=babel.parse_source,
             settings=babel.SETTINGS,
+            known_splits=babel.DEFAULT_SPLITS,
         ),
         CorpusSpec(
             name=manifest.NAME,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,23 @@ class CorpusSpec:
     parse_source: Callable[[CorpusOptions, str], Iterator[ParseResult]]
     # corpus-specific settings: name -> allowed values (None: a positive number)
     settings: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    # every split name the layout has (None: any, as a manifest's own split column)
+    known_splits: tuple[str, ...] | None = None
+
+    def check_splits(self, splits: Sequence[str]) -> list[str]:
+        """A problem for each name in ``splits`` this layout does not have, with the nearest."""
+        if self.known_splits is None:
+            return []
+        problems = []
+        for split in splits:
+            if split not in self.known_splits:
+                near = difflib.get_close_matches(split, self.known_splits, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                problems.append(
+                    f"--splits: {self.name} has no split {split!r}; {hint}"
+                    f"choose from {', '.join(self.known_splits)}"
+                )
+        return problems
 
     def check_settings(self, settings: tuple[tuple[str, str], ...]) -> list[str]:
         """Every problem with ``settings`` for this corpus, as messages for the user."""

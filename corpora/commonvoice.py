@@ -44,6 +44,7 @@ ARCHIVE_FOLDER = re.compile(
 )
 CLIP_NAME = re.compile(r"^common_voice_(?P<locale>[A-Za-z]{2,3}(?:-[A-Za-z0-9]+)*)_[0-9]+")
 TSV_NAMES = ("validated", *DEFAULT_SPLITS, "other", "invalidated")
+KNOWN_SPLITS = (*DEFAULT_SPLITS, "validated", "other", "invalidated")  # one TSV each
 
 
 def _is_locale_folder(path: str) -> bool:

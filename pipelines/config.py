@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,6 +94,9 @@ class BuildConfig:
                 problems.append(f"--languages: {error}")
         if self.splits is not None and not all(self.splits):
             problems.append("--splits has an empty name")
+        elif self.splits is not None:
+            with suppress(ConfigError):  # an unknown SOURCE is reported above
+                problems.extend(get_corpus(self.source).check_splits(self.splits))
         if problems:
             raise ConfigError(problems)
 

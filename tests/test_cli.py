@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -126,8 +127,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     result = run_cli("demo", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
 
-    def stats(source: str) -> dict:
-        return json.loads((tmp_path / "demo" / "build" / source / "stats.json").read_text())
+    def stats(source: str) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(
+            (tmp_path / "demo" / "build" / source / "stats.json").read_text()
+        )
+        return value
 
     cv = stats("commonvoice")
     assert set(cv["by_language"]["utterances"]) == {"cmn", "eng", "hin", "pol", "rus"}
@@ -140,3 +144,38 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert (demo / "similarity" / "lang_syntax_knn.npy").exists()
     assert len((demo / "run" / "metrics.jsonl").read_text().splitlines()) == 40
     assert (demo / "run" / "probe" / "confusion.png").exists()
+
+
+def test_version_sources_and_misspelled_splits(cv_root: Path, tmp_path: Path) -> None:
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == "voxshard 0.1.0"
+    shown = run_cli("build", "--help")
+    for source in ("commonvoice", "voxpopuli", "mls", "babel", "manifest"):
+        assert f"{source}:" in shown.stdout
+    typo = run_cli(
+        "build", "commonvoice", str(cv_root), "--out", str(tmp_path / "o"), "--splits", "dev,tset"
+    )
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == (
+        "voxshard: error: --splits: commonvoice has no split 'tset'; did you mean 'test'? "
+        "choose from train, dev, test, validated, other, invalidated"
+    )
+
+
+def test_a_missing_similarity_folder_is_one_line(cv_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from voxshard.pipelines.config import BuildConfig
+    from voxshard.pipelines.runner import run_build
+
+    run_build(BuildConfig("commonvoice", str(cv_root), str(tmp_path / "b")))
+    result = run_cli(
+        "train",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "run"),
+        "--sim",
+        str(tmp_path / "missing"),
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"voxshard: error: --sim '{tmp_path / 'missing'}' is not a voxshard")

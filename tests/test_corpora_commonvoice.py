@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,13 @@ from voxshard.schemas import ConfigError, CorpusFormatError
 CV = get_corpus("commonvoice")
 
 
-def parse_all(root: Path, splits: tuple[str, ...] = ("train", "dev", "test"), languages=None):
+def parse_all(
+    root: Path,
+    splits: tuple[str, ...] = ("train", "dev", "test"),
+    languages: frozenset[str] | None = None,
+) -> list[Any]:
     options = CorpusOptions(str(root), splits, languages)
-    results = []
+    results: list[Any] = []
     for source in CV.list_sources(options):
         results.extend(CV.parse_source(options, source))
     return results
@@ -228,13 +233,13 @@ def test_clip_durations_plan_without_header_reads(
     lines.append("common_voice_en_4.mp3\tnot a number")  # a bad row: that clip's header is read
     (cv_root / "en" / "clip_durations.tsv").write_text("\n".join(lines) + "\n")
     opened: list[str] = []
-    real = plan.read_header
+    real = plan.read_header  # type: ignore[attr-defined]
 
     def counting(path: str):  # type: ignore[no-untyped-def]
         opened.append(path)
         return real(path)
 
-    monkeypatch.setattr(plan, "read_header", counting)
+    monkeypatch.setattr(plan, "read_header", counting)  # the name plan.py calls
     out = tmp_path / "out"
     stats = run_build(
         BuildConfig("commonvoice", str(cv_root), str(out), languages=("en",), max_error_rate=1.0)

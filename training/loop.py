@@ -143,8 +143,14 @@ class Trainer:
         shard_set = discover(builds, config.data.splits)
         self.languages = sorted(shard_set.shards)
         if sim is not None:
-            with open(os.path.join(sim, "languages.json"), encoding="utf-8") as handle:
-                known = json.load(handle)
+            try:
+                with open(os.path.join(sim, "languages.json"), encoding="utf-8") as handle:
+                    known = json.load(handle)
+            except (OSError, ValueError) as error:
+                raise ConfigError(
+                    f"--sim {sim!r} is not a voxshard similarity folder ({error}); "
+                    "make one with: voxshard similarity BUILD... --out FOLDER"
+                ) from error
             missing = sorted(set(self.languages) - set(known))
             if missing:
                 raise ConfigError(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from voxshard import __version__
 from voxshard.schemas import BuildError, ConfigError, VoxshardError
 
 app = typer.Typer(
@@ -21,6 +22,33 @@ app = typer.Typer(
     help="Build multilingual speech corpora as deterministic WebDataset shards.",
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"voxshard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Build multilingual speech corpora as deterministic WebDataset shards."""
+
+
+def _source_help() -> str:
+    """SOURCE's help, from the corpus registry (one place that lists every layout)."""
+    from voxshard.corpora import REGISTRY
+
+    return "corpus layout: " + "; ".join(
+        f"{name}: {spec.summary}" for name, spec in REGISTRY.items()
+    )
 
 
 def _fail(error: Exception, code: int) -> NoReturn:
@@ -53,7 +81,7 @@ def _settings(**values: str | None) -> tuple[tuple[str, str], ...]:
 
 @app.command(context_settings={"allow_interspersed_args": True})
 def build(
-    source: Annotated[str, typer.Argument(help="corpus layout: commonvoice, manifest")],
+    source: Annotated[str, typer.Argument(help=_source_help())],
     root: Annotated[str, typer.Argument(help="the corpus root folder (or manifest file)")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder")],
     beam_args: Annotated[
@@ -533,3 +561,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("voxshard: interrupted", err=True)
         sys.exit(130)
+    except OSError as error:  # a file the user named cannot be read or written: one line
+        typer.echo(f"voxshard: error: {error}", err=True)
+        sys.exit(1)
