@@ -45,6 +45,7 @@ typecheck: setup
 	@for f in voxshard/*.py; do ln -s ../../$$f .mypy-tree/voxshard/; done
 	@for p in $(MAPPED); do ln -s ../../$$p .mypy-tree/voxshard/$$p; done
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 
 check: lint typecheck test
 

@@ -49,7 +49,10 @@ def tone(
     """A sine with a short fade in/out (no clicks, so lossy codecs keep it clean)."""
     t = np.arange(round(duration_s * rate_hz)) / rate_hz
     fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.01)
-    return (amplitude * fade * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+    wave: npt.NDArray[np.float32] = (amplitude * fade * np.sin(2 * np.pi * freq_hz * t)).astype(
+        np.float32
+    )
+    return wave
 
 
 def write_audio(path: Path, samples: npt.NDArray[np.float32], rate_hz: int, codec: str) -> Path:

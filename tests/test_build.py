@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -27,17 +28,17 @@ from voxshard.schemas import BuildError, ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def build(root: Path, out: Path, source: str = "commonvoice", **options) -> dict:
+def build(root: Path, out: Path, source: str = "commonvoice", **options: Any) -> dict[str, Any]:
     return run_build(BuildConfig(source=source, root=str(root), out=str(out), **options))
 
 
-def check_contract(out: Path) -> dict:
+def check_contract(out: Path) -> dict[str, Any]:
     """Every point of the build contract that holds for any build; returns stats.json."""
-    stats = json.loads((out / "stats.json").read_text())
+    stats: dict[str, Any] = json.loads((out / "stats.json").read_text())
     shards = read_jsonl(out / "shards.jsonl")
     rejects = read_jsonl(out / "rejects.jsonl")
     index = pq.read_table(out / "utterances.parquet").to_pylist()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from conftest import write_tsv
 from voxshard.corpora import CorpusOptions, SourceUtterance, get_corpus
@@ -11,7 +12,11 @@ from voxshard.schemas import CorpusFormatError
 MANIFEST = get_corpus("manifest")
 
 
-def parse(path: Path, splits=None, languages=None) -> list[object]:
+def parse(
+    path: Path,
+    splits: tuple[str, ...] | None = None,
+    languages: frozenset[str] | None = None,
+) -> list[Any]:
     options = CorpusOptions(str(path), splits, languages)
     return [r for s in MANIFEST.list_sources(options) for r in MANIFEST.parse_source(options, s)]
 
@@ -56,7 +61,7 @@ def test_tsv_manifest_full_row(tmp_path: Path) -> None:
     )
     first, second = parse(tmp_path / "m.tsv")
     assert first == SourceUtterance(
-        key=first.key,  # type: ignore[union-attr]
+        key=first.key,
         corpus="manifest",
         split="dev",
         source_language="hi",
@@ -72,16 +77,16 @@ def test_tsv_manifest_full_row(tmp_path: Path) -> None:
         lat=28.6,
         lon=77.2,
     )
-    assert first.key.startswith("manifest_utt_1-")  # type: ignore[union-attr]
+    assert first.key.startswith("manifest_utt_1-")
     assert second == SourceUtterance(
-        key=second.key,  # type: ignore[union-attr]
+        key=second.key,
         corpus="manifest",
         split="train",
         source_language="eng",
         audio_path="audio/b.flac",
         origin="m.tsv:3",
     )
-    assert second.key.startswith("manifest_audio_b-")  # type: ignore[union-attr]
+    assert second.key.startswith("manifest_audio_b-")
 
 
 def test_jsonl_manifest_and_segment_keys(tmp_path: Path) -> None:
@@ -94,8 +99,8 @@ def test_jsonl_manifest_and_segment_keys(tmp_path: Path) -> None:
         "\n".join(json.dumps(line) for line in lines) + "\n{broken\n", encoding="utf-8"
     )
     first, second, third, fourth = parse(tmp_path / "m.jsonl")
-    assert first.key == "manifest_long_0_1500"  # type: ignore[union-attr]
-    assert second.key == "manifest_long_1500_3000"  # type: ignore[union-attr]
+    assert first.key == "manifest_long_0_1500"
+    assert second.key == "manifest_long_1500_3000"
     assert isinstance(third, CorpusFormatError) and third.line == 3
     assert isinstance(fourth, CorpusFormatError) and fourth.reason == "not a JSON line"
 
@@ -144,7 +149,7 @@ def test_bad_values_are_row_errors(tmp_path: Path) -> None:
             ["a.wav", "en", "-1", "", "", "", ""],
         ],
     )
-    reasons = [r.reason for r in parse(tmp_path / "m.tsv")]  # type: ignore[union-attr]
+    reasons = [r.reason for r in parse(tmp_path / "m.tsv")]
     assert reasons == [
         "missing required columns",
         "start_s is not a number",
@@ -168,4 +173,4 @@ def test_split_and_language_filters(tmp_path: Path) -> None:
         ],
     )
     kept = parse(tmp_path / "m.tsv", ("train",), frozenset({"eng"}))
-    assert [u.audio_path for u in kept] == ["a.wav"]  # type: ignore[union-attr]
+    assert [u.audio_path for u in kept] == ["a.wav"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -53,7 +54,7 @@ def mls_root(tmp_path: Path) -> Path:
     return root
 
 
-def build_rows(root: Path, out: Path, **settings: str) -> list[dict]:
+def build_rows(root: Path, out: Path, **settings: str) -> list[dict[str, Any]]:
     run_build(BuildConfig("mls", str(root), str(out), settings=tuple(settings.items())))
     check_contract(out)
     return sorted(pq.read_table(out / "utterances.parquet").to_pylist(), key=lambda r: r["key"])

@@ -7,6 +7,7 @@ import json
 import random
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -27,11 +28,11 @@ from voxshard.schemas import AudioError
 AUDIO = AudioConfig()
 
 
-def item(key: str, path: str, **fields: object) -> SourceUtterance:
-    values: dict[str, object] = {"split": "train", "source_language": "en"} | fields
+def item(key: str, path: str, **fields: Any) -> SourceUtterance:
+    values: dict[str, Any] = {"split": "train", "source_language": "en"} | fields
     return SourceUtterance(
         key=key, corpus="manifest", audio_path=path, origin=f"m.tsv:{key}", **values
-    )  # type: ignore[arg-type]
+    )
 
 
 def work(

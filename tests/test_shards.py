@@ -88,7 +88,7 @@ def test_spooled_samples_come_back_exactly_in_key_order() -> None:
     big = write.SampleSpool()
     payload = sample("big", write.SPOOL_MEMORY_BYTES + 10)
     big.add(payload)
-    assert big.file._rolled  # spilled to a temp file past the memory limit
+    assert big.file._rolled  # type: ignore[attr-defined]  # spilled to disk past the limit
     assert next(big.in_key_order(("eng", "c", "train", 0))).flac == payload.flac
     big.close()
 
@@ -130,12 +130,12 @@ def test_index_rows_from_json_match_python_rows() -> None:
             speaker="c_\u0938\u094d\u092a\u0940\u0915\u0930",
             geo=Geo(28.6139, 77.209, "speaker"),
             transcript=Transcript(
-                "bell\x07 \u201cq\u201d \\ \u0928\u092e", "bell q", ["Latn", "Deva"], 0.25
+                "bell\x07 \u201cq\u201d \\ \u0928\u092e", "bell q", ("Latn", "Deva"), 0.25
             ),
             duration_s=0.1 + 0.2,
             source=SourceRef("x/y.sph", 0.0, 12.345678901234567),
         ),
-        record("c", transcript=Transcript("la " * 1300, "la " * 1300, [], 0.0), num_samples=2**40),
+        record("c", transcript=Transcript("la " * 1300, "la " * 1300, (), 0.0), num_samples=2**40),
     ]
     expected = pa.Table.from_pylist(
         [{**json.loads(r), "shard": "shards/hin/c-train-000000.tar"} for r in records],

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def config(*overrides: str):  # type: ignore[no-untyped-def]
     return load_config(None, base + list(overrides))
 
 
-def metrics(run: Path) -> list[dict]:
+def metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -136,10 +137,11 @@ def test_triplet_loss_equals_brute_force() -> None:
         assert float(ours) == pytest.approx(brute_force_triplet(points, labels, 0.3), abs=1e-5)
     same = torch.ones(4, 5, requires_grad=True)
     zero = torch.zeros(4, 5, requires_grad=True)
-    for points in (same, zero):
-        loss = batch_hard_triplet(points, torch.tensor([0, 0, 1, 1]), 0.2)
-        loss.backward()
-        assert torch.isfinite(loss) and torch.isfinite(points.grad).all()  # type: ignore[arg-type]
+    for tensor in (same, zero):
+        loss = batch_hard_triplet(tensor, torch.tensor([0, 0, 1, 1]), 0.2)
+        loss.backward()  # type: ignore[no-untyped-call]
+        assert tensor.grad is not None
+        assert torch.isfinite(loss) and torch.isfinite(tensor.grad).all()
     assert float(batch_hard_triplet(torch.randn(3, 4), torch.tensor([0, 0, 0]), 0.2)) == 0.0
     assert torch.allclose(cosine_distance_matrix(torch.eye(3)).diagonal(), torch.zeros(3))
 

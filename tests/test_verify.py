@@ -44,7 +44,8 @@ def rejecting_build(tmp_path: Path) -> Path:
 
 
 def first_shard(out: Path) -> Path:
-    return out / json.loads((out / "shards.jsonl").read_text().splitlines()[0])["path"]
+    path: str = json.loads((out / "shards.jsonl").read_text().splitlines()[0])["path"]
+    return out / path
 
 
 def test_a_good_build_verifies(built: Path) -> None:
