@@ -7,6 +7,10 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -172,12 +176,69 @@ def _remove_empty_folders(folder: str) -> None:
         storage.remove_tree(folder)
 
 
+LEASE_REFRESH_S = 30.0  # a URL lock's heartbeat
+LEASE_EXPIRY_S = 300.0  # a URL lock not refreshed this long was left by a killed build
+
+
+def _lock_holder(out: str) -> dict[str, Any] | None:
+    holder = _read_json(storage.join(out, LOCK))
+    if holder is None or not isinstance(holder.get("refreshed"), (int, float)):
+        return None
+    return holder
+
+
+@contextmanager
+def _url_lock(out: str) -> Iterator[None]:
+    """A lease on OUT at a URL: a lock object with a token and a heartbeat. Object stores
+    offer no atomic create through this file layer, so the lock is written, read back and
+    must still hold this build's token: two builds starting within the same second can
+    both pass (documented); any later one is refused while the lease is fresh."""
+    path = storage.join(out, LOCK)
+    holder = _lock_holder(out)
+    if holder is not None and time.time() - holder["refreshed"] < LEASE_EXPIRY_S:
+        raise BuildError(
+            f"OUT {out!r} is being built by another voxshard process ({holder.get('owner')}); "
+            "wait for it to finish, or choose another OUT"
+        )
+    token = uuid.uuid4().hex
+    owner = f"pid {os.getpid()} on {socket.gethostname()}"
+
+    def write() -> None:
+        lease = {"token": token, "owner": owner, "refreshed": time.time()}
+        storage.write_atomic(path, json.dumps(lease).encode())
+
+    write()
+    confirmed = _lock_holder(out)
+    if confirmed is None or confirmed.get("token") != token:
+        raise BuildError(
+            f"OUT {out!r} is being built by another voxshard process; choose another OUT"
+        )
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LEASE_REFRESH_S):
+            with suppress(OSError):
+                write()
+
+    thread = threading.Thread(target=heartbeat, name="voxshard-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with suppress(OSError):
+            storage.remove(path)
+
+
 @contextmanager
 def build_lock(out: str) -> Iterator[None]:
-    """Hold OUT for one build: a second build into the same local OUT is refused. (Object
-    stores have no lock this layer can take: a second build into a URL is not detected.)"""
+    """Hold OUT for one build: a second build into the same OUT is refused. A local OUT is
+    locked with flock (released by the kernel when the process dies); a URL with a lease
+    object (see ``_url_lock``)."""
     if storage.is_remote(out):
-        yield
+        with _url_lock(out):
+            yield
         return
     try:
         os.makedirs(out, exist_ok=True)

@@ -232,3 +232,26 @@ def test_lexicon_and_geo_tables_read_from_urls(memory_url: str) -> None:
         13.405,
         "speaker",
     )
+
+
+def test_a_build_into_a_url_holds_a_lease(cv_root: Path, memory_url: str) -> None:
+    """A second build into the same URL is refused while the first one's lease is fresh;
+    a lease a killed build left (not refreshed for LEASE_EXPIRY_S) does not block."""
+    import json
+    import time
+
+    from voxshard.pipelines.outdir import LEASE_EXPIRY_S, LOCK
+    from voxshard.schemas import BuildError
+
+    out_url = storage.join(memory_url, "leased")
+    config = BuildConfig("commonvoice", str(cv_root), out_url)
+    lease = {"token": "other", "owner": "pid 7 on elsewhere", "refreshed": time.time()}
+    storage.write_atomic(storage.join(out_url, LOCK), json.dumps(lease).encode())
+    with pytest.raises(
+        BuildError, match=r"being built by another voxshard process \(pid 7 on elsewhere\)"
+    ):
+        run_build(config)
+    stale = {**lease, "refreshed": time.time() - LEASE_EXPIRY_S - 1}
+    storage.write_atomic(storage.join(out_url, LOCK), json.dumps(stale).encode())
+    assert run_build(config)["written"] == 11
+    assert not storage.exists(storage.join(out_url, LOCK))  # released when done
