@@ -383,3 +383,10 @@ def _eval_windows(
             demographics,
         )
         start_s = end_s
+
+
+def list_languages(options: CorpusOptions) -> list[str]:
+    if not storage.isdir(options.root):
+        return []
+    found = (pack_language(options.root, pack) for pack in find_packs(options.root))
+    return sorted({language for language in found if language is not None})

@@ -107,6 +107,9 @@ class CorpusSpec:
     settings: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     # every split name the layout has (None: any, as a manifest's own split column)
     known_splits: tuple[str, ...] | None = None
+    # the language tags found under ROOT, as the layout writes them (None: not known before
+    # parsing, as a manifest's language column)
+    list_languages: Callable[[CorpusOptions], list[str]] | None = None
 
     def check_splits(self, splits: Sequence[str]) -> list[str]:
         """A problem for each name in ``splits`` this layout does not have, with the nearest."""

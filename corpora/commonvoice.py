@@ -211,3 +211,7 @@ def _parse_row(
         accent=accent,
         transcript=none_if_empty(row.get("sentence")),
     )
+
+
+def list_languages(options: CorpusOptions) -> list[str]:
+    return [locale for locale, _folder in _locale_dirs(options.root)]

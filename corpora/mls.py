@@ -149,3 +149,7 @@ def parse_source(options: CorpusOptions, source: str) -> Iterator[ParseResult]:
             gender=genders.get(speaker),
             transcript=text or None,
         )
+
+
+def list_languages(options: CorpusOptions) -> list[str]:
+    return sorted(_releases(options.root)) if storage.isdir(options.root) else []

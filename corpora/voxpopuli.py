@@ -224,3 +224,17 @@ def _parse_unlabelled(
             start_s=None if use_precut else start_s,
             end_s=None if use_precut else end_s,
         )
+
+
+def list_languages(options: CorpusOptions) -> list[str]:
+    """Languages with a folder of tables or audio under ROOT."""
+    found: set[str] = set()
+    for folder in ("transcribed_data", "raw_audios", "unlabelled_data"):
+        path = storage.join(options.root, folder)
+        if storage.isdir(path):
+            found.update(
+                name
+                for name in storage.listdir(path)
+                if name != "original" and storage.isdir(storage.join(path, name))
+            )
+    return sorted(found)

@@ -284,6 +284,9 @@ def run_build(
     OUT is not touched and the returned dict says so.
     """
     plan = plan_run(config, beam_args)
+    problems = check_languages(config)
+    if problems:
+        raise ConfigError(problems)
     if dry_run_only or (plan.beam_dry_run and plan.kind != "remote"):
         return dry_run(config, plan)
     if plan.beam_dry_run:
@@ -348,3 +351,39 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
         stats["hours"],
     )
     return stats
+
+
+def check_languages(config: BuildConfig) -> list[str]:
+    """A problem for each --languages tag the corpus under ROOT does not have, saying what it
+    has instead: the members of a macrolanguage asked for by its code (zh is zho; Common
+    Voice's zh-CN is cmn), else the nearest tags."""
+    from voxshard.encoders.lang2vec import macrolanguage_of
+    from voxshard.schemas import UnknownLanguageError, resolve_language
+
+    spec = get_corpus(config.source)
+    if config.languages is None or spec.list_languages is None:
+        return []
+    present: dict[str, list[str]] = {}
+    for tag in spec.list_languages(config.corpus_options()):
+        try:
+            present.setdefault(resolve_language(tag), []).append(tag)
+        except UnknownLanguageError:
+            continue
+    problems = []
+    for tag in config.languages:
+        code = resolve_language(tag)
+        if code in present:
+            continue
+        members = sorted(c for c in present if macrolanguage_of().get(c) == code)
+        has = ", ".join(f"{t} ({c})" for c in sorted(present) for t in present[c]) or "nothing"
+        if members:
+            found = ", ".join(f"{t} ({c})" for c in members for t in present[c])
+            problems.append(
+                f"--languages {tag}: {tag} is {code}, a macrolanguage; {config.source} under "
+                f"ROOT has it as {found}: pass those tags or codes"
+            )
+        else:
+            problems.append(
+                f"--languages {tag}: {config.source} under ROOT has no {tag} ({code}); it has {has}"
+            )
+    return problems

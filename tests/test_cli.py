@@ -179,3 +179,26 @@ def test_a_missing_similarity_folder_is_one_line(cv_root: Path, tmp_path: Path) 
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"voxshard: error: --sim '{tmp_path / 'missing'}' is not a voxshard")
+
+
+def test_languages_the_corpus_lacks_are_errors_with_what_it_has(
+    cv_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    (cv_root / "zh-CN").mkdir()
+    for item in (cv_root / "en").iterdir():  # a copy of the English folder as zh-CN
+        target = cv_root / "zh-CN" / item.name
+        shutil.copytree(item, target) if item.is_dir() else shutil.copy(item, target)
+    out = str(tmp_path / "o")
+    missing = run_cli("build", "commonvoice", str(cv_root), "--out", out, "--languages", "en,fr")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "voxshard: error: --languages fr: commonvoice under ROOT has no fr (fra); it has "
+        "zh-CN (cmn), de (deu), en (eng), pl (pol)"
+    )
+    macro = run_cli("build", "commonvoice", str(cv_root), "--out", out, "--languages", "zh")
+    assert macro.returncode == 2
+    assert (
+        "zh is zho, a macrolanguage; commonvoice under ROOT has it as zh-CN (cmn)" in macro.stderr
+    )
