@@ -4,6 +4,7 @@ validation pass that reports every problem at once."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class MasrConfig:
     language_alpha: float = 1.0  # scale of the lang2vec vector e in p = [q ; alpha e]
     geo_alpha: float = 1.0
     margin: float = 0.2  # gamma
+    reduction: str = "sum"  # over anchors: "sum" as the MASR paper, or "mean"
     projection_dim: int = 128
     feature_set: str = "syntax_knn"
 
@@ -115,6 +117,8 @@ class TrainConfig:
             problems.append(
                 "optim: lr > 0, max_steps >= 1, warmup_steps >= 0, grad_accumulation >= 1"
             )
+        if self.masr.reduction not in ("sum", "mean"):
+            problems.append(f"masr.reduction {self.masr.reduction!r}: choose sum or mean")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1 or self.run.threads < 1:
             problems.append("run: checkpoint_every, log_every and threads must be >= 1")
         if problems:
@@ -134,8 +138,15 @@ def _convert(current: Any, text: str, name: str) -> Any:
             raise ConfigError(f"{name}: expected an integer, got {text!r}")
         return value
     if isinstance(current, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a number, got {text!r}") from None
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{name}: expected a number, got {text!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {text!r}")
         return float(value)
     if isinstance(current, tuple):
         if not isinstance(value, list | tuple):

@@ -35,7 +35,7 @@ from voxshard.training.bestrq import (
 from voxshard.training.config import PRESETS, TrainConfig
 from voxshard.training.data import Batch, BatchSampler, Prefetcher, discover
 from voxshard.training.features import HOP_S, LogMel
-from voxshard.training.masr import MetadataHead, batch_hard_triplet, mean_pool
+from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
 from voxshard.training.model import build_encoder
 
 LOG = logging.getLogger("voxshard")
@@ -226,10 +226,8 @@ class Trainer:
             ids = torch.tensor(
                 [self.language_index[lang] for lang in batch.languages], device=self.device
             )
-            points = self.model.heads["language"](
-                pooled, self.language_vectors.to(self.device)[ids]
-            )
-            result["language"] = batch_hard_triplet(points, ids, margin)
+            q, p = self.model.heads["language"](pooled, self.language_vectors.to(self.device)[ids])
+            result["language"] = masr_triplet(q, p, ids, margin, config.masr.reduction)
         if "geo" in self.model.heads:
             lat_lon = batch.lat_lon.copy()
             for row, lang in enumerate(batch.languages):  # utterances without geo: the language's
@@ -237,8 +235,9 @@ class Trainer:
                     place = language_coordinates(lang)
                     lat_lon[row] = place if place is not None else (0.0, 0.0)
             unit = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
-            points = self.model.heads["geo"](pooled, unit)
-            result["geo"] = batch_hard_triplet(points, geo_labels(lat_lon).to(self.device), margin)
+            q, p = self.model.heads["geo"](pooled, unit)
+            labels = geo_labels(lat_lon).to(self.device)
+            result["geo"] = masr_triplet(q, p, labels, margin, config.masr.reduction)
         total = ssl
         if "language" in result:
             total = total + config.masr.language_weight * result["language"]
