@@ -65,6 +65,9 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("voxshard").setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in ("apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    for name in ("gcsfs", "fsspec", "aiohttp", "google", "urllib3"):
+        # storage back ends log their retries with tracebacks; voxshard says it in one line
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def _split_list(value: str | None) -> tuple[str, ...] | None:
