@@ -375,10 +375,40 @@ def test_quantizer_labels_are_deterministic() -> None:
     assert torch.equal(labels, b(x)) and labels.shape == (2, 7, 2)
     # BEST-RQ: the nearest L2-normalized codebook vector to the L2-normalized projection,
     # computed here by Euclidean distance, one codebook at a time
+    projection, codebooks = a.get_buffer("projection"), a.get_buffer("codebooks")
     for book in range(2):
-        projected = nn.functional.normalize(x @ a.projection[book], dim=-1)
-        distance = torch.cdist(projected.reshape(-1, 16), a.codebooks[book])
+        projected = nn.functional.normalize(x @ projection[book], dim=-1)
+        distance = torch.cdist(projected.reshape(-1, 16), codebooks[book])
         assert torch.equal(labels[..., book].reshape(-1), distance.argmin(dim=-1))
     assert len(torch.unique(labels)) > 4  # random frames spread over the codebook
     other = RandomProjectionQuantizer(320, 16, 64, 2, seed=6)
     assert not torch.equal(other(x), labels)
+
+
+def test_resume_checks_settings_truncates_metrics_and_keeps_the_last_checkpoints(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    build = [str(two_language_build)]
+    Trainer(
+        build,
+        None,
+        str(run),
+        config("run.stop_at_step=3", "run.checkpoint_every=1", "run.keep_checkpoints=2"),
+    ).train()
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [
+        "step_00000002",
+        "step_00000003",
+    ]
+    with pytest.raises(ConfigError, match=r"other settings \(bestrq\.codebook_size\)"):
+        Trainer(build, None, str(run), config("bestrq.codebook_size=32")).train()
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:  # a kill after step 5
+        handle.write(json.dumps({"step": 4, "loss": 1.0}) + "\n")
+        handle.write(json.dumps({"step": 5, "loss": 1.0}) + "\n")
+    # max_steps may change on resume; the metrics past the checkpoint are dropped, not repeated
+    Trainer(build, None, str(run), config("optim.max_steps=5", "run.checkpoint_every=1")).train()
+    assert [m["step"] for m in metrics(run)] == [1, 2, 3, 4, 5]
+    assert metrics(run)[3]["loss"] != 1.0
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a finite number"):
+        load_config(None, ["optim.lr=inf"])

@@ -82,6 +82,7 @@ class RunConfig:
     compile: bool = False
     threads: int = 1  # CPU threads (tests: 1)
     stop_at_step: int = 0  # pause after this step (checkpointed; rerun to continue); 0: never
+    keep_checkpoints: int = 3  # the newest N step_* folders are kept; older ones removed
 
 
 @dataclass
@@ -119,6 +120,8 @@ class TrainConfig:
             )
         if self.masr.reduction not in ("sum", "mean"):
             problems.append(f"masr.reduction {self.masr.reduction!r}: choose sum or mean")
+        if self.run.keep_checkpoints < 1:
+            problems.append("run.keep_checkpoints must be >= 1")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1 or self.run.threads < 1:
             problems.append("run: checkpoint_every, log_every and threads must be >= 1")
         if problems:
@@ -215,3 +218,35 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
         raise ConfigError(problems)
     config.validate()
     return config
+
+
+# What a resumed run may change: how long it runs and how it logs, checkpoints and loads.
+RESUMABLE_CHANGES = ("optim.max_steps", "run.", "data.prefetch_batches")
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names whose values differ between two ``to_dict()`` configs."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed.extend(changed_settings(old, new, f"{name}."))
+        elif old != new and not (isinstance(old, list | tuple) and list(old) == list(new or [])):
+            changed.append(name)
+    return changed
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise ConfigError when a resumed run's settings differ beyond RESUMABLE_CHANGES."""
+    refused = [
+        name
+        for name in changed_settings(saved, current)
+        if not any(name == allowed or name.startswith(allowed) for allowed in RESUMABLE_CHANGES)
+    ]
+    if refused:
+        raise ConfigError(
+            f"the run folder was started with other settings ({', '.join(refused)}); resume "
+            "with the same ones (only optim.max_steps, run.* and data.prefetch_batches may "
+            "change), or start a new run folder"
+        )

@@ -32,7 +32,7 @@ from voxshard.training.bestrq import (
     span_mask,
     stack_and_normalize,
 )
-from voxshard.training.config import PRESETS, TrainConfig
+from voxshard.training.config import PRESETS, TrainConfig, check_resume
 from voxshard.training.data import Batch, BatchSampler, Prefetcher, discover
 from voxshard.training.features import HOP_S, LogMel
 from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
@@ -283,6 +283,7 @@ class Trainer:
             with open(f"{pointer}.tmp", "w", encoding="utf-8") as handle:
                 json.dump({"step": self.step, "path": os.path.basename(folder)}, handle)
             os.replace(f"{pointer}.tmp", pointer)
+            prune_checkpoints(self.checkpoints, self.config.run.keep_checkpoints)
         self._barrier()
 
     def resume(self) -> bool:
@@ -298,6 +299,7 @@ class Trainer:
             raise ConfigError(
                 f"checkpoint was written by {state['world']} ranks; run with the same world size"
             )
+        check_resume(json.loads(state["config"]), self.config.to_dict())
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -307,6 +309,8 @@ class Trainer:
         self.data_state = mine["data"]
         if self.data_state is not None:
             self.sampler.restore(self.data_state)
+        if self.dist.main:
+            truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.step)
         LOG.info("resumed from %s (step %d)", folder, self.step)
         return True
 
@@ -430,3 +434,25 @@ def train(builds: list[str], sim: str | None, out: str, config: TrainConfig) -> 
     finally:
         if trainer.dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Drop the metrics of steps after ``step`` (a resumed run repeats them)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+    os.replace(f"{path}.tmp", path)
+
+
+def prune_checkpoints(folder: str, keep: int) -> None:
+    """Remove all but the newest ``keep`` step_* checkpoint folders."""
+    steps = sorted(
+        name
+        for name in os.listdir(folder)
+        if name.startswith("step_") and not name.endswith(".tmp")
+    )
+    for name in steps[:-keep]:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
