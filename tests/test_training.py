@@ -412,3 +412,33 @@ def test_resume_checks_settings_truncates_metrics_and_keeps_the_last_checkpoints
     assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4
     with pytest.raises(ConfigError, match=r"optim\.lr: expected a finite number"):
         load_config(None, ["optim.lr=inf"])
+
+
+def test_two_stage_recipe_starts_masr_from_best_rq_weights(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    """Stage one trains BEST-RQ alone; stage two starts from its weights with a fresh
+    optimizer and schedule and the MASR heads on. Only the heads may be new."""
+    build = [str(two_language_build)]
+    stage_one = tmp_path / "bestrq"
+    no_masr = ("masr.language=false", "masr.geo=false", "optim.max_steps=3")
+    Trainer(build, None, str(stage_one), config(*no_masr, "run.checkpoint_every=3")).train()
+    saved = torch.load(stage_one / "checkpoints" / "step_00000003" / "model.pt", weights_only=True)
+    assert not any(key.startswith("heads.") for key in saved["model"])
+    stage_two = Trainer(build, None, str(tmp_path / "masr"), config(), init_from=str(stage_one))
+    state = stage_two.model.state_dict()
+    for key, value in saved["model"].items():
+        assert torch.equal(state[key], value), key
+    assert {key.split(".")[1] for key in state if key.startswith("heads.")} == {"language", "geo"}
+    assert stage_two.step == 0 and not stage_two.optimizer.state
+    assert stage_two.train()["step"] == 6
+    with pytest.raises(ConfigError, match=r"--init-from .* does not fit these settings"):
+        Trainer(
+            build,
+            None,
+            str(tmp_path / "other"),
+            config("bestrq.codebook_size=32"),
+            init_from=str(stage_one),
+        )
+    with pytest.raises(ConfigError, match=r"holds no checkpoint"):
+        Trainer(build, None, str(tmp_path / "x"), config(), init_from=str(tmp_path / "nothing"))

@@ -129,7 +129,14 @@ def geo_labels(lat_lon: np.ndarray) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, builds: list[str], sim: str | None, out: str, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        builds: list[str],
+        sim: str | None,
+        out: str,
+        config: TrainConfig,
+        init_from: str | None = None,
+    ) -> None:
         self.config = config
         self.out = out
         self.dist, self.device = setup_distributed()
@@ -169,6 +176,9 @@ class Trainer:
             seed=seed,
         ).to(self.device)
         self.model = SpeechModel(config, encoder.dim).to(self.device)
+        has_checkpoint = os.path.isfile(os.path.join(self.checkpoints, "latest.json"))
+        if init_from is not None and not has_checkpoint:  # a resume takes the run's own
+            self.init_weights(init_from)
         self.ddp: nn.Module = self.model
         if self.dist.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -285,6 +295,37 @@ class Trainer:
             os.replace(f"{pointer}.tmp", pointer)
             prune_checkpoints(self.checkpoints, self.config.run.keep_checkpoints)
         self._barrier()
+
+    def init_weights(self, run: str) -> None:
+        """Stage two of the MASR recipe: the model weights of ``run``'s latest checkpoint
+        (a BEST-RQ run), with a fresh optimizer and schedule. Only the MASR heads may be
+        missing from it (or extra); the encoder and BEST-RQ head must match this config."""
+        pointer = os.path.join(run, "checkpoints", "latest.json")
+        try:
+            with open(pointer, encoding="utf-8") as handle:
+                folder = os.path.join(run, "checkpoints", json.load(handle)["path"])
+            state = torch.load(
+                os.path.join(folder, "model.pt"), map_location=self.device, weights_only=True
+            )
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigError(
+                f"--init-from {run!r} holds no checkpoint ({error}); train that run first"
+            ) from error
+        try:
+            result = self.model.load_state_dict(state["model"], strict=False)
+        except RuntimeError as error:  # a shape differs: another preset or codebook
+            raise ConfigError(
+                f"--init-from {run!r}: its model does not fit these settings "
+                f"({str(error).splitlines()[0]}); use its model.* and bestrq.* settings"
+            ) from error
+        unexpected = [k for k in result.unexpected_keys if not k.startswith("heads.")]
+        missing = [k for k in result.missing_keys if not k.startswith("heads.")]
+        if unexpected or missing:
+            raise ConfigError(
+                f"--init-from {run!r}: its model does not fit these settings "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        LOG.info("initialized from %s (step %d): weights only", folder, int(state["step"]))
 
     def resume(self) -> bool:
         pointer = os.path.join(self.checkpoints, "latest.json")
@@ -406,29 +447,43 @@ def _memory_mb(device: torch.device) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+PROGRESS_LINE_EVERY_S = 10.0  # off a terminal: one whole line at most this often
+
+
 def _progress(enabled: bool, total: int, start: int) -> Any:
-    """A one-line progress display on stderr (rank 0)."""
+    """Progress on stderr (rank 0): redrawn in place on a terminal; in a log file (no
+    terminal) a whole line every PROGRESS_LINE_EVERY_S seconds and at the last step."""
     import sys
 
     began = time.perf_counter()
+    tty = sys.stderr.isatty()
+    last_line = [began]
 
     def show(step: int, loss: float) -> None:
         if not enabled:
             return
-        rate = (step - start) / max(1e-9, time.perf_counter() - began)
+        now = time.perf_counter()
+        rate = (step - start) / max(1e-9, now - began)
         remaining = (total - step) / rate if rate > 0 else float("inf")
-        sys.stderr.write(
-            f"\rstep {step}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  eta {remaining:.0f} s "
-        )
-        if step >= total:
-            sys.stderr.write("\n")
+        line = f"step {step}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  eta {remaining:.0f} s"
+        if tty:
+            sys.stderr.write(f"\r{line} " + ("\n" if step >= total else ""))
+        elif step >= total or now - last_line[0] >= PROGRESS_LINE_EVERY_S:
+            last_line[0] = now
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     return show
 
 
-def train(builds: list[str], sim: str | None, out: str, config: TrainConfig) -> dict[str, Any]:
-    trainer = Trainer(builds, sim, out, config)
+def train(
+    builds: list[str],
+    sim: str | None,
+    out: str,
+    config: TrainConfig,
+    init_from: str | None = None,
+) -> dict[str, Any]:
+    trainer = Trainer(builds, sim, out, config, init_from)
     try:
         return trainer.train()
     finally:

@@ -362,10 +362,18 @@ def _demo_similarity_and_training(out: str, builds: list[str], steps: int) -> No
     except ImportError:
         typer.echo("training skipped: install the training extra (pip install 'voxshard[train]')")
         return
-    run = os.path.join(out, "run")
-    typer.echo(f"training the tiny preset for {steps} CPU steps -> {run} ...")
+    # the MASR recipe: BEST-RQ alone first, then MASR from its weights (joint training from
+    # step 0 collapses q); the tiny preset on CPU
+    first, run = os.path.join(out, "run-bestrq"), os.path.join(out, "run")
+    warm = max(1, steps // 2)
+    typer.echo(f"training BEST-RQ alone (tiny preset) for {warm} CPU steps -> {first} ...")
+    no_masr = ["masr.language=false", "masr.geo=false"]
+    stage = [f"optim.max_steps={warm}", f"run.checkpoint_every={warm}", *no_masr]
+    last = run_training(builds, sim, first, load_config(None, stage))
+    typer.echo(f"  step {last.get('step')}: loss {last.get('loss')}")
+    typer.echo(f"then BEST-RQ + MASR from its weights for {steps} CPU steps -> {run} ...")
     settings = load_config(None, [f"optim.max_steps={steps}", "run.checkpoint_every=1000"])
-    last = run_training(builds, sim, run, settings)
+    last = run_training(builds, sim, run, settings, init_from=first)
     typer.echo(f"  step {last.get('step')}: loss {last.get('loss')}")
     probe = run_probe(run, builds[0])
     typer.echo(
@@ -427,6 +435,10 @@ def train(
     out: Annotated[str, typer.Option("--out", "-o", help="run folder (resumes if it holds one)")],
     sim: Annotated[str | None, typer.Option(help="a voxshard similarity folder")] = None,
     config: Annotated[str | None, typer.Option("--config", help="YAML training config")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(help="start from this run's weights (fresh optimizer): MASR's stage two"),
+    ] = None,
 ) -> None:
     """Train a BEST-RQ + MASR Conformer on builds' shards (torchrun for DDP). Arguments of the
     form key.sub=value override the config, e.g. optim.max_steps=50 model.preset=base."""
@@ -440,7 +452,7 @@ def train(
     overrides = [item for item in builds if "=" in item]
     try:
         settings = load_config(config, overrides)
-        last = run_training(folders, sim, out, settings)
+        last = run_training(folders, sim, out, settings, init_from)
     except VoxshardError as error:
         _fail(error, 2)
     if last:
