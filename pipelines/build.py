@@ -2,12 +2,14 @@
 
     tables | ParseSources | PlanShards | WriteShards | Finalize
 
-Only metadata crosses a GroupByKey: source items (by key, then by audio file), the files of a
-group (to plan its shards) and the files of a shard. Audio is read, decoded, encoded and written
-in one step per shard. Each step emits one stream of typed elements (items or work, plus
-Reject / Count / GroupPlan / ShardInfo events) that is split by type; every event flows into
-the one Finalize. The graph uses no tagged outputs, side inputs or finish_bundle emits, so it
-runs the same on the in-process runner, the DaskRunner and Dataflow.
+Only metadata crosses a GroupByKey: source items (by a bucket of their key, then of their
+audio file), the files of a group (to plan its shards) and the files of a shard, in
+compressed batches (pipelines/batches.py: Beam's in-process runner holds every element
+between stages). Audio is read, decoded, encoded and written in one step per shard. Each
+step emits one stream of typed elements (keyed batches, plus Reject / Count / GroupPlan /
+ShardInfo events) that is split by type; every event flows into the one Finalize. The graph
+uses no tagged outputs, side inputs or finish_bundle emits, so it runs the same on the
+in-process runner, the DaskRunner and Dataflow.
 
 The logic lives in plain, tested functions (records, plan, write, index); the DoFns only wire.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -24,10 +27,10 @@ import apache_beam as beam
 from voxshard.corpora import SourceUtterance, get_corpus
 from voxshard.corpora.geo_table import read_geo_table
 from voxshard.pipelines import index
+from voxshard.pipelines.batches import Batcher, Unpacked, unpack
 from voxshard.pipelines.config import BuildConfig
 from voxshard.pipelines.outdir import WORK_DIR
 from voxshard.pipelines.plan import (
-    FileWork,
     Group,
     GroupPlan,
     ShardKey,
@@ -37,6 +40,7 @@ from voxshard.pipelines.plan import (
 )
 from voxshard.pipelines.progress import PLAN_DIR
 from voxshard.pipelines.records import Count, Reject, merge_duplicates
+from voxshard.pipelines.shards import stable_hash
 from voxshard.pipelines.write import ShardContext, write_shard
 from voxshard.schemas import SCHEMA_VERSION, CorpusFormatError, storage
 
@@ -47,14 +51,21 @@ SHUFFLE_BYTES = "shuffle_bytes"  # Beam counter namespace of measure_shuffle
 # ---------------------------------------------------------------- DoFns (wiring only)
 
 
+def _bucket(text: str, buckets: int) -> int:
+    return stable_hash(text) % buckets
+
+
 class ParseTable(beam.DoFn):  # type: ignore[misc]
-    """A table path -> its SourceUtterances, a Reject per malformed row, Count("parsed")."""
+    """A table path -> its SourceUtterances in batches by key bucket, a Reject per malformed
+    row, Count("parsed")."""
 
-    def __init__(self, config: BuildConfig) -> None:
+    def __init__(self, config: BuildConfig, buckets: int) -> None:
         self.config = config
+        self.buckets = buckets
 
-    def process(self, table: str) -> Iterator[SourceUtterance | Reject | Count]:
+    def process(self, table: str) -> Iterator[tuple[int, bytes] | Reject | Count]:
         options = self.config.corpus_options()
+        batcher = Batcher(lambda item: _bucket(item.key, self.buckets))
         parsed = 0
         try:
             for item in get_corpus(self.config.source).parse_source(options, table):
@@ -62,37 +73,49 @@ class ParseTable(beam.DoFn):  # type: ignore[misc]
                     yield Reject(None, item.origin, "parse", item.reason, item.detail)
                 else:
                     parsed += 1
-                    yield item
+                    yield from batcher.add(item)
         except CorpusFormatError as error:  # the whole table is unusable
             yield Reject(None, error.origin, "parse", error.reason, error.detail)
         except (OSError, ValueError, RecursionError) as error:  # unreadable, undecodable
             yield Reject(
                 None, table, "parse", "unreadable table", f"{type(error).__name__}: {error}"
             )
+        yield from batcher.flush()
         yield Count("parsed", parsed)
 
 
 class MergeDuplicates(beam.DoFn):  # type: ignore[misc]
-    """(key, items) -> the one item kept, Rejects for other audio, Count("merged")."""
+    """(key bucket, batches) -> per key the one item kept (in batches by audio bucket),
+    Rejects for the others, Count("merged")."""
 
-    def __init__(self, config: BuildConfig) -> None:
+    def __init__(self, config: BuildConfig, buckets: int) -> None:
         self.config = config
+        self.buckets = buckets
 
     def setup(self) -> None:
         self.options = self.config.corpus_options()
 
     def process(
-        self, element: tuple[str, Iterable[SourceUtterance]]
-    ) -> Iterator[SourceUtterance | Reject | Count]:
-        kept, rejects, merged = merge_duplicates(element[1], self.options)
-        yield kept
-        yield from rejects
+        self, element: tuple[int, Iterable[bytes]]
+    ) -> Iterator[tuple[int, bytes] | Reject | Count]:
+        by_key: dict[str, list[SourceUtterance]] = defaultdict(list)
+        for item in unpack(element[1]):
+            by_key[item.key].append(item)
+        batcher = Batcher(lambda item: _bucket(item.audio_path, self.buckets))
+        merged = 0
+        for key in sorted(by_key):
+            kept, rejects, count = merge_duplicates(by_key[key], self.options)
+            merged += count
+            yield from batcher.add(kept)
+            yield from rejects
+        yield from batcher.flush()
         if merged:
             yield Count("merged", merged)
 
 
 class PlanFile(beam.DoFn):  # type: ignore[misc]
-    """(audio path, items) -> (group, FileWork) per group, Rejects known before decoding."""
+    """(audio bucket, batches) -> per audio file a FileWork per group (in batches by group),
+    Rejects known before decoding."""
 
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
@@ -102,26 +125,35 @@ class PlanFile(beam.DoFn):  # type: ignore[misc]
         self.audio = self.config.audio()
 
     def process(
-        self, element: tuple[str, Iterable[SourceUtterance]]
-    ) -> Iterator[tuple[Group, FileWork] | Reject]:
-        audio_path, items = element
-        for result in plan_file(audio_path, items, self.base_dir, self.audio):
-            yield result if isinstance(result, Reject) else (result.group, result)
+        self, element: tuple[int, Iterable[bytes]]
+    ) -> Iterator[tuple[Group, bytes] | Reject]:
+        by_file: dict[str, list[SourceUtterance]] = defaultdict(list)
+        for item in unpack(element[1]):
+            by_file[item.audio_path].append(item)
+        batcher = Batcher(lambda work: work.group)
+        for audio_path in sorted(by_file):
+            for result in plan_file(audio_path, by_file[audio_path], self.base_dir, self.audio):
+                if isinstance(result, Reject):
+                    yield result
+                else:
+                    yield from batcher.add(result)
+        yield from batcher.flush()
 
 
 class PlanGroup(beam.DoFn):  # type: ignore[misc]
-    """(group, files) -> (shard key, FileWork) per file, and the group's GroupPlan (also
-    published in OUT/.work/plan/ for the driver's progress, unless this is a dry run)."""
+    """(group, batches of FileWork) -> (shard key, FileWork) pairs in batches by shard, and
+    the group's GroupPlan (also published in OUT/.work/plan/ for the driver's progress,
+    unless this is a dry run)."""
 
     def __init__(self, config: BuildConfig, publish: bool) -> None:
         self.config = config
         self.publish = publish
 
     def process(
-        self, element: tuple[Group, Iterable[FileWork]]
-    ) -> Iterator[tuple[ShardKey, FileWork] | GroupPlan]:
-        group, files = element
-        summary, assigned = plan_group(group, files, self.config.shard_size_bytes)
+        self, element: tuple[Group, Iterable[bytes]]
+    ) -> Iterator[tuple[ShardKey, bytes] | GroupPlan]:
+        group, batches = element
+        summary, assigned = plan_group(group, Unpacked(batches), self.config.shard_size_bytes)
         if self.publish:
             language, corpus, split = group
             path = storage.join(
@@ -129,7 +161,10 @@ class PlanGroup(beam.DoFn):  # type: ignore[misc]
             )
             storage.write_atomic(path, index.dumps_json(summary.to_dict()))
         yield summary
-        yield from assigned
+        batcher = Batcher(lambda pair: pair[0])
+        for pair in assigned:
+            yield from batcher.add(pair)
+        yield from batcher.flush()
 
 
 class WriteShard(beam.DoFn):  # type: ignore[misc]
@@ -150,8 +185,9 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
             verify_copies=config.verify_copies,
         )
 
-    def process(self, element: tuple[ShardKey, Iterable[FileWork]]) -> Iterator[Any]:
-        info, rejects, clipped = write_shard(self.context, element[0], element[1])
+    def process(self, element: tuple[ShardKey, Iterable[bytes]]) -> Iterator[Any]:
+        files = [work for _shard_key, work in unpack(element[1])]
+        info, rejects, clipped = write_shard(self.context, element[0], files)
         if info is not None:
             yield info
         yield from rejects
@@ -223,34 +259,27 @@ def group_by_key(pcoll: Any, label: str, measure: bool) -> Any:
     return pcoll | label >> beam.GroupByKey()
 
 
-def _key_of(item: SourceUtterance) -> tuple[str, SourceUtterance]:
-    return item.key, item
-
-
-def _audio_of(item: SourceUtterance) -> tuple[str, SourceUtterance]:
-    return item.audio_path, item
-
-
 def _to_one_key(event: object) -> tuple[None, object]:
     return None, event
 
 
 class ParseSources(beam.PTransform):  # type: ignore[misc]
-    """Table paths -> (one SourceUtterance per key, events: parse/dedup Rejects, Counts)."""
+    """Table paths -> (one SourceUtterance per key, in batches by audio bucket; events:
+    parse/dedup Rejects, Counts)."""
 
-    def __init__(self, config: BuildConfig, measure: bool = False) -> None:
+    def __init__(self, config: BuildConfig, buckets: int, measure: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.buckets = buckets
         self.measure = measure
 
     def expand(self, tables: Any) -> tuple[Any, Any]:
-        parsed = tables | "Parse" >> beam.ParDo(ParseTable(self.config))
-        items, parse_events = split_by_type(parsed, SourceUtterance, "Parsed")
-        keyed = items | "ByKey" >> beam.Map(_key_of)
-        deduped = group_by_key(keyed, "GroupByItemKey", self.measure) | "Dedup" >> beam.ParDo(
-            MergeDuplicates(self.config)
+        parsed = tables | "Parse" >> beam.ParDo(ParseTable(self.config, self.buckets))
+        items, parse_events = split_by_type(parsed, tuple, "Parsed")
+        deduped = group_by_key(items, "GroupByItemKey", self.measure) | "Dedup" >> beam.ParDo(
+            MergeDuplicates(self.config, self.buckets)
         )
-        unique, dedup_events = split_by_type(deduped, SourceUtterance, "Deduped")
+        unique, dedup_events = split_by_type(deduped, tuple, "Deduped")
         return unique, (parse_events, dedup_events) | "Events" >> beam.Flatten()
 
 
@@ -264,9 +293,7 @@ class PlanShards(beam.PTransform):  # type: ignore[misc]
         self.measure = measure
 
     def expand(self, items: Any) -> tuple[Any, Any]:
-        by_audio = group_by_key(
-            items | "ByAudio" >> beam.Map(_audio_of), "GroupByAudio", self.measure
-        )
+        by_audio = group_by_key(items, "GroupByAudio", self.measure)
         files, file_events = split_by_type(
             by_audio | "PlanFiles" >> beam.ParDo(PlanFile(self.config)), tuple, "Files"
         )
@@ -311,18 +338,24 @@ class Finalize(beam.PTransform):  # type: ignore[misc]
         return gathered | "Finish" >> beam.ParDo(FinalizeBuild(self.config))
 
 
+LOCAL_BUCKETS = 64  # key / audio buckets per in-process worker
+REMOTE_BUCKETS = 16_384  # enough keys to spread planning over thousands of cores
+
+
 def build_pipeline(
     p: Any,
     config: BuildConfig,
     sources: Sequence[str],
     dry_run_path: str | None = None,
     measure_shuffle: bool = False,
+    buckets: int = LOCAL_BUCKETS,
 ) -> None:
     """Wire the build onto pipeline ``p``: ``sources`` are the corpus's table paths. With
     ``dry_run_path`` only parse and plan run, and their summary is written there (nothing
-    in OUT). ``measure_shuffle`` counts the bytes entering every GroupByKey."""
+    in OUT). ``measure_shuffle`` counts the bytes entering every GroupByKey; ``buckets``
+    is how many key and audio buckets items travel in (the output never depends on it)."""
     tables = p | "ListSources" >> beam.Create(list(sources))
-    items, parse_events = tables | "ParseSources" >> ParseSources(config, measure_shuffle)
+    items, parse_events = tables | "ParseSources" >> ParseSources(config, buckets, measure_shuffle)
     planned, plan_events = items | "PlanShards" >> PlanShards(
         config, publish=dry_run_path is None, measure=measure_shuffle
     )

@@ -54,6 +54,19 @@ class RunPlan:
         return self.kind == "in-process"
 
 
+SHARED_FILESYSTEM_BUCKETS = 1024  # a Dask cluster of a few machines
+
+
+def buckets(plan: RunPlan, config: BuildConfig) -> int:
+    """How many key / audio buckets the items travel in on this runner (never changes the
+    output): enough for the workers, few enough that each holds a batch's worth."""
+    from voxshard.pipelines.build import LOCAL_BUCKETS, REMOTE_BUCKETS
+
+    if plan.in_process:
+        return LOCAL_BUCKETS * config.workers
+    return SHARED_FILESYSTEM_BUCKETS if plan.kind == "shared-filesystem" else REMOTE_BUCKETS
+
+
 def runner_kind(runner_name: str | None) -> str:
     """The kind of a --runner value (a class name or a dotted path to one)."""
     if runner_name is None:
@@ -257,7 +270,7 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     path = storage.join(folder, DRY_RUN_FILE)
     try:
         pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(pipeline, config, sources, dry_run_path=path)
+        build_pipeline(pipeline, config, sources, dry_run_path=path, buckets=buckets(plan, config))
         _run_and_wait(pipeline)
         summary: dict[str, Any] = json.loads(storage.read_bytes(path))
     finally:
@@ -307,7 +320,7 @@ def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
 
     sources = get_corpus(config.source).list_sources(config.corpus_options())
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources)
+    build_pipeline(pipeline, config, sources, buckets=buckets(plan, config))
     result = pipeline.run()
     transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
     steps = (
@@ -330,7 +343,7 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
     if plan.in_process:
         _use_system_allocator_for_arrow()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources)
+    build_pipeline(pipeline, config, sources, buckets=buckets(plan, config))
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
     with reporter, _stop_on_interrupt(config.out):
         _run_and_wait(pipeline)

@@ -142,3 +142,21 @@ def test_index_rows_from_json_match_python_rows() -> None:
         schema=arrow_schema(),
     )
     assert records_table(records, "shards/hin/c-train-000000.tar").equals(expected)
+
+
+def test_batches_are_bounded_lose_nothing_and_reiterate() -> None:
+    from voxshard.pipelines.batches import BATCH_ITEMS, MAX_PENDING_ITEMS, Batcher, Unpacked, unpack
+
+    items = [(f"k{i}", i % 7) for i in range(MAX_PENDING_ITEMS + 3000)]
+    batcher = Batcher(lambda item: item[1])
+    out = [element for item in items for element in batcher.add(item)]
+    out += list(batcher.flush())
+    sizes = [len(list(unpack([batch]))) for _key, batch in out]
+    assert max(sizes) == BATCH_ITEMS and sum(sizes) == len(items)
+    assert all(item[1] == key for key, batch in out for item in unpack([batch]))
+    assert sorted(item for _key, batch in out for item in unpack([batch])) == sorted(items)
+    many = Batcher(lambda item: item[0])  # one item per key: the pending bound flushes
+    flushed = [e for item in items[: MAX_PENDING_ITEMS + 1] for e in many.add(item)]
+    assert len(flushed) == MAX_PENDING_ITEMS
+    again = Unpacked([batch for _key, batch in out[:3]])
+    assert list(again) == list(again) != []  # a GroupByKey's values can be read twice
