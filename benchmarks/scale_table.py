@@ -24,7 +24,7 @@ MIX_HOURS = {
     "MP3 48k (Common Voice)": 5_000,
     "SPHERE 8k u-law (BABEL)": 1_500,
 }
-SHUFFLE_ROW = "bytes into all GroupByKeys per audio hour (metadata only)"
+SHUFFLE_ROW = "bytes into all GroupByKeys per audio hour (metadata, batched)"
 
 
 def table(results: list[dict[str, object]]) -> str:

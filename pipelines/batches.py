@@ -50,8 +50,9 @@ class Batcher:
         self.pending: dict[Hashable, list[Any]] = {}
         self.count = 0
 
-    def add(self, item: Any) -> Iterator[tuple[Any, bytes]]:
-        key = self.key_of(item)
+    def add(self, item: Any, key: Hashable | None = None) -> Iterator[tuple[Any, bytes]]:
+        """Add ``item`` under ``key`` (default: ``key_of(item)``); yield full batches."""
+        key = self.key_of(item) if key is None else key
         batch = self.pending.setdefault(key, [])
         batch.append(item)
         self.count += 1

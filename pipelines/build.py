@@ -161,9 +161,9 @@ class PlanGroup(beam.DoFn):  # type: ignore[misc]
             )
             storage.write_atomic(path, index.dumps_json(summary.to_dict()))
         yield summary
-        batcher = Batcher(lambda pair: pair[0])
-        for pair in assigned:
-            yield from batcher.add(pair)
+        batcher = Batcher(lambda _work: None)  # keyed by the shard each file was given
+        for shard_key, work in assigned:
+            yield from batcher.add(work, key=shard_key)
         yield from batcher.flush()
 
 
@@ -186,8 +186,7 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
         )
 
     def process(self, element: tuple[ShardKey, Iterable[bytes]]) -> Iterator[Any]:
-        files = [work for _shard_key, work in unpack(element[1])]
-        info, rejects, clipped = write_shard(self.context, element[0], files)
+        info, rejects, clipped = write_shard(self.context, element[0], Unpacked(element[1]))
         if info is not None:
             yield info
         yield from rejects

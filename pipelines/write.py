@@ -26,7 +26,7 @@ from voxshard.pipelines.records import Reject, TextOptions, make_samples
 from voxshard.pipelines.shards import Sample, ShardInfo, shard_name, write_tar
 from voxshard.schemas import storage
 
-SPOOL_MEMORY_BYTES = 32 << 20
+SPOOL_MEMORY_BYTES = 8 << 20  # then the spool rolls over to a temp file
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,13 @@ def shard_path(shard_key: ShardKey) -> str:
 
 
 def plan_digest(files: Iterable[FileWork]) -> str:
-    """A digest of what a shard was planned to hold (its files and their items)."""
-    digest = hashlib.sha256()
-    for work in files:
-        digest.update(repr((work.audio_path, work.copy, work.items)).encode("utf-8"))
-    return digest.hexdigest()
+    """A digest of what a shard was planned to hold (its files and their items), the same
+    in any order: the sorted digests of its files, 32 bytes each held."""
+    parts = sorted(
+        hashlib.sha256(repr((work.audio_path, work.copy, work.items)).encode("utf-8")).digest()
+        for work in files
+    )
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def receipt_path(out: str, path: str) -> str:
@@ -148,17 +150,17 @@ def write_shard(
 ) -> tuple[ShardInfo | None, list[Reject], int]:
     """Decode, encode and write one planned shard. Returns its row (None when every item was
     rejected: no file is written, its number stays unused), its rejects and the number of
-    samples clipped to full scale in what it wrote."""
-    ordered = sorted(files, key=FileWork.order)
+    samples clipped to full scale in what it wrote. ``files`` is read twice (digest, then
+    decode) and never held whole; the bytes written do not depend on its order."""
     path = shard_path(shard_key)
-    digest = plan_digest(ordered)
+    digest = plan_digest(files)
     done = _load_receipt(ctx, path, digest)
     if done is not None:
         return done
     spool = SampleSpool()
     rejects: list[Reject] = []
     try:
-        for work in ordered:
+        for work in files:
             for result in _file_samples(ctx, work):
                 if isinstance(result, Reject):
                     rejects.append(result)
