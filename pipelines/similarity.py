@@ -29,7 +29,7 @@ from voxshard.encoders import (
 )
 from voxshard.encoders.geo import block_rows, chord_distances_km
 from voxshard.encoders.lang2vec import feature_sets
-from voxshard.schemas import ConfigError, UnknownLanguageError, resolve_language
+from voxshard.schemas import ConfigError, UnknownLanguageError, resolve_language, storage
 
 LOG = logging.getLogger("voxshard")
 
@@ -47,7 +47,7 @@ class SimilarityConfig:
     def __post_init__(self) -> None:
         problems = []
         for build in self.builds:
-            if not os.path.isfile(os.path.join(build, "utterances.parquet")):
+            if not storage.isfile(storage.join(build, "utterances.parquet")):
                 problems.append(f"{build!r} holds no utterances.parquet: is it a build folder?")
         for tag in self.languages:
             try:
@@ -83,7 +83,7 @@ def collect(builds: Sequence[str]) -> tuple[set[str], dict[str, SpeakerTally]]:
     languages: set[str] = set()
     speakers: dict[str, SpeakerTally] = defaultdict(SpeakerTally)
     for build in builds:
-        parquet = pq.ParquetFile(os.path.join(build, "utterances.parquet"))
+        parquet = pq.ParquetFile(storage.open_read(storage.join(build, "utterances.parquet")))
         for batch in parquet.iter_batches(columns=["speaker", "language", "geo", "duration_s"]):
             for speaker, language, geo, seconds in zip(
                 *(batch.column(i).to_pylist() for i in range(4)), strict=True

@@ -255,3 +255,23 @@ def test_a_build_into_a_url_holds_a_lease(cv_root: Path, memory_url: str) -> Non
     storage.write_atomic(storage.join(out_url, LOCK), json.dumps(stale).encode())
     assert run_build(config)["written"] == 11
     assert not storage.exists(storage.join(out_url, LOCK))  # released when done
+
+
+def test_similarity_and_the_probe_read_builds_at_urls(
+    cv_root: Path, memory_url: str, tmp_path: Path
+) -> None:
+    from voxshard.pipelines.similarity import SimilarityConfig, run_similarity
+    from voxshard.training.probe import read_build
+
+    build = storage.join(memory_url, "cv")
+    run_build(BuildConfig("commonvoice", str(cv_root), build))
+    report = run_similarity(
+        SimilarityConfig(builds=(build,), out=str(tmp_path / "sim"), plots=False)
+    )
+    assert report["languages"] == ["deu", "eng", "pol"] and report["speakers"]["count"] == 6
+    rows = read_build(build, per_language=100)
+    assert len(rows) == 11 and {language for _key, language, _split, _audio in rows} == {
+        "deu",
+        "eng",
+        "pol",
+    }

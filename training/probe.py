@@ -9,13 +9,12 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from voxshard.schemas import ConfigError
+from voxshard.schemas import ConfigError, storage
 from voxshard.training.config import TrainConfig, apply
 from voxshard.training.features import LogMel
 from voxshard.training.masr import mean_pool
@@ -40,29 +39,20 @@ def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:
     return encoder.eval(), config
 
 
-def every_shard(urls: Iterator[Any]) -> Iterator[Any]:
-    """A webdataset splitter that keeps every shard (the probe reads on one process)."""
-    yield from urls
-
-
 def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.ndarray]]:
     """(key, language, split, audio) for up to ``per_language`` utterances per language/split."""
     import soundfile as sf
-    import webdataset as wds
+
+    from voxshard.training.data import CorruptCounter, iterate_shard
 
     rows = []
     counts: dict[tuple[str, str], int] = {}
-    with open(os.path.join(build, "shards.jsonl"), encoding="utf-8") as handle:
-        shards = [json.loads(line) for line in handle]
+    listing = storage.read_bytes(storage.join(build, "shards.jsonl")).splitlines()
+    shards = [json.loads(line) for line in listing if line.strip()]
+    corrupt = CorruptCounter()
     for shard in shards:
         group = (shard["lang"], shard["split"])
-        for sample in wds.WebDataset(
-            os.path.join(build, shard["path"]),
-            shardshuffle=False,
-            empty_check=False,
-            nodesplitter=every_shard,
-            workersplitter=every_shard,
-        ):
+        for _index, sample in iterate_shard(storage.join(build, shard["path"]), corrupt):
             if counts.get(group, 0) >= per_language:
                 break
             audio, _rate = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
