@@ -154,7 +154,7 @@ def test_masr_loss_mines_on_p_and_scores_on_q() -> None:
     ids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     separated = torch.cat([learned, 100.0 * nn.functional.one_hot(ids).float()], dim=1)
     loss = masr_triplet(learned, separated, ids, 0.2)
-    assert float(loss) > 0.0
+    assert float(loss.detach()) > 0.0
     on_p = masr_triplet(separated, separated, ids, 0.2)  # the old bug: scored on p
     assert float(on_p) == 0.0
     loss.backward()  # type: ignore[no-untyped-call]
