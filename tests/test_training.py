@@ -31,7 +31,7 @@ from voxshard.training.data import (
     discover,
     iterate_shard,
 )
-from voxshard.training.features import LogMel
+from voxshard.training.features import STD_FLOOR, LogMel, normalize_per_feature
 from voxshard.training.loop import Trainer
 from voxshard.training.masr import cosine_distance_matrix, masr_triplet
 from voxshard.training.model import build_encoder, count_parameters
@@ -94,6 +94,51 @@ def test_logmel_matches_librosa() -> None:
     )
     np.testing.assert_allclose(ours, np.log(reference.T + 1e-6), atol=1e-3)
     assert ours.shape == (98, 80)
+
+
+def test_features_normalized_per_feature_over_real_frames_only() -> None:
+    rng = np.random.default_rng(5)
+    features = rng.normal(-8.3, 4.1, (2, 30, 4)).astype(np.float32)
+    features[1, 20:] = 123.0  # padding: must not move the statistics
+    frames = np.array([30, 20])
+    ours = normalize_per_feature(torch.from_numpy(features), torch.from_numpy(frames)).numpy()
+    for row, count in enumerate(frames):
+        real = features[row, :count].astype(np.float64)
+        std = real.std(axis=0, ddof=1) + STD_FLOOR  # NeMo: unbiased std plus CONSTANT
+        expected = (real - real.mean(axis=0)) / std
+        np.testing.assert_allclose(ours[row, :count], expected, atol=1e-5)
+        np.testing.assert_allclose(ours[row, :count].mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(ours[row, :count].std(axis=0, ddof=1), 1.0, atol=1e-4)
+    assert (ours[1, 20:] == 0.0).all()
+    one = normalize_per_feature(torch.ones(1, 5, 2), torch.tensor([1]))  # no spread: finite
+    assert torch.isfinite(one).all() and (one == 0.0).all()
+
+
+def test_an_utterance_embeds_the_same_alone_or_padded_in_a_batch() -> None:
+    """The path training and the probe take (audio -> log-mel -> per-feature
+    normalization -> encoder): 1 s of batch padding changes no real frame's output."""
+    torch.manual_seed(0)
+    encoder = build_encoder("tiny", dropout=0.0).eval()
+    logmel = LogMel()
+    short = torch.from_numpy(speech_like(1.0, 7)[::3].astype(np.float32))
+    long = torch.from_numpy(speech_like(2.0, 8)[::3].astype(np.float32))
+
+    def encode(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = logmel(audio)
+        frames = logmel.frames(lengths).clamp(max=raw.shape[1])
+        hidden, mask = encoder(normalize_per_feature(raw, frames), frames)
+        return hidden, mask
+
+    with torch.no_grad():
+        alone, alone_mask = encode(short[None], torch.tensor([len(short)]))
+        batch = torch.zeros(2, len(long))
+        batch[0, : len(short)] = short
+        batch[1] = long
+        padded, padded_mask = encode(batch, torch.tensor([len(short), len(long)]))
+    real = int(alone_mask.sum())
+    assert alone.shape[1] == real and int(padded_mask[0].sum()) == real
+    assert padded.shape[1] > real + 20  # the batch really adds padding after it
+    torch.testing.assert_close(padded[0, :real], alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_encoder_shapes_masks_and_presets() -> None:

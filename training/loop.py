@@ -34,7 +34,7 @@ from voxshard.training.bestrq import (
 )
 from voxshard.training.config import PRESETS, TrainConfig, check_resume
 from voxshard.training.data import Batch, BatchSampler, Prefetcher, discover
-from voxshard.training.features import HOP_S, LogMel
+from voxshard.training.features import HOP_S, LogMel, normalize_per_feature
 from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
 from voxshard.training.model import build_encoder
 
@@ -208,8 +208,9 @@ class Trainer:
         config = self.config
         audio = batch.audio.to(self.device, non_blocking=True)
         lengths = batch.lengths.to(self.device)
-        features = self.logmel(audio)
-        frames = self.logmel.frames(lengths).clamp(max=features.shape[1])
+        raw = self.logmel(audio)
+        frames = self.logmel.frames(lengths).clamp(max=raw.shape[1])
+        features = normalize_per_feature(raw, frames)
         time_steps = features.shape[1]
         valid = torch.arange(time_steps, device=self.device)[None, :] < frames[:, None]
         span = max(1, round(config.bestrq.mask_span_ms / 1000.0 / HOP_S))

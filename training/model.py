@@ -1,7 +1,10 @@
 """Conformer encoder with 4x convolutional subsampling (Gulati et al. 2020), BEST-RQ heads.
 
 Padding-aware: a boolean mask (True = real frame) follows the sequence through
-subsampling; attention ignores padded keys and the convolution module zeroes them.
+subsampling; attention ignores padded keys and the convolution module zeroes padded
+frames right before its depthwise convolution (after the biased pointwise convolution
+and GLU, which would otherwise turn zeros into a constant that leaks into the last real
+frames), so an utterance's frames do not depend on how much padding its batch adds.
 Positions are sinusoidal and added after subsampling (not Transformer-XL relative
 attention, to keep the block small and compile-friendly).
 """
@@ -69,9 +72,9 @@ class ConvModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        y = self.norm(x).masked_fill(~mask[..., None], 0.0).transpose(1, 2)
+        y = self.norm(x).transpose(1, 2)
         y = nn.functional.glu(self.pointwise_in(y), dim=1)
-        y = self.depthwise(y).transpose(1, 2)
+        y = self.depthwise(y.masked_fill(~mask[:, None, :], 0.0)).transpose(1, 2)
         y = nn.functional.silu(self.depth_norm(y)).transpose(1, 2)
         out: torch.Tensor = self.dropout(self.pointwise_out(y).transpose(1, 2))
         return out

@@ -16,7 +16,7 @@ import torch
 
 from voxshard.schemas import ConfigError, storage
 from voxshard.training.config import TrainConfig, apply
-from voxshard.training.features import LogMel
+from voxshard.training.features import LogMel, normalize_per_feature
 from voxshard.training.masr import mean_pool
 from voxshard.training.model import build_encoder
 
@@ -70,8 +70,8 @@ def embed(
     out = []
     for clip in audio:
         clip = clip[: int(max_seconds * 16000)]
-        features = logmel(torch.from_numpy(clip)[None])
         frames = logmel.frames(torch.tensor([len(clip)]))
+        features = normalize_per_feature(logmel(torch.from_numpy(clip)[None]), frames)
         hidden, mask = encoder(features, frames)
         out.append(mean_pool(hidden, mask)[0].numpy())
     return np.stack(out)
