@@ -324,6 +324,43 @@ def test_two_process_gloo_ddp(two_language_build: Path, tmp_path: Path) -> None:
     assert refs[0] and refs[1] and not refs[0] & refs[1]  # ranks read different samples
 
 
+DDP_PARAMETERS_SCRIPT = """
+import sys, torch
+from voxshard.training.config import load_config
+from voxshard.training.loop import Trainer
+build, out = sys.argv[1], sys.argv[2]
+overrides = ["optim.max_steps=3", "run.checkpoint_every=100", "data.batch_seconds=16",
+             "data.buffer_per_language=4", "bestrq.codebook_size=64", "run.threads=1"]
+trainer = Trainer([build], None, out, load_config(None, overrides))
+trainer.train()
+rank = torch.distributed.get_rank()
+torch.save(trainer.model.state_dict(), f"{out}/parameters_rank{rank}.pt")
+"""
+
+
+def test_ddp_keeps_every_parameter_equal_across_ranks_heads_included(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    """Each rank sees other utterances, so the MASR heads' gradients differ per rank: only
+    a DDP that reduces them (heads inside its forward) keeps the ranks' models equal."""
+    script = tmp_path / "ddp_parameters.py"
+    script.write_text(DDP_PARAMETERS_SCRIPT)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", str(script), str(two_language_build), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(out / f"parameters_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert any(name.startswith("heads.language.") for name in ranks[0])
+    assert any(name.startswith("heads.geo.") for name in ranks[0])
+    for name, tensor in ranks[0].items():
+        torch.testing.assert_close(ranks[1][name], tensor, rtol=0, atol=0, msg=name)
+    # the heads had something to learn on every step (not an equality of untouched weights)
+    steps = metrics(out)
+    assert any(m["loss_language"] > 0.0 for m in steps) and any(m["loss_geo"] > 0.0 for m in steps)
+
+
 def test_corrupt_member_is_skipped_and_counted(two_language_build: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(two_language_build, copy)

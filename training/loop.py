@@ -82,10 +82,21 @@ class SpeechModel(nn.Module):
         self.language_dim = language_dim
 
     def forward(
-        self, features: torch.Tensor, frames: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, features: torch.Tensor, frames: torch.Tensor, metadata: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, ...]]]:
+        """Encoder, BEST-RQ logits and every metadata head in one forward, so DDP (which
+        wraps this module) sees and reduces every trainable parameter. ``metadata`` holds
+        each head's fixed vectors e (B, dim); the heads run in fp32 on the mean-pooled
+        frames. Returns (hidden, frame mask, logits, {stream: (q, p)})."""
         hidden, mask = self.encoder(features, frames)
-        return hidden, mask, self.ssl_head(hidden)
+        logits = self.ssl_head(hidden)
+        outputs: dict[str, tuple[torch.Tensor, ...]] = {}
+        if self.heads:
+            with torch.autocast(hidden.device.type, enabled=False):
+                pooled = mean_pool(hidden.float(), mask)
+                for name, head in self.heads.items():
+                    outputs[name] = head(pooled, metadata[name])
+        return hidden, mask, logits, outputs
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -220,8 +231,9 @@ class Trainer:
         noise = torch.randn(features.shape, generator=self.mask_generator) * 0.1
         masked = masked.to(self.device)
         inputs = torch.where(masked[..., None], noise.to(self.device), features)
+        metadata, labels = self.metadata(batch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden, enc_mask, logits = self.ddp(inputs, frames)
+            hidden, enc_mask, logits, heads = self.ddp(inputs, frames, metadata)
         frames_out = hidden.shape[1]
         targets = self.quantizer(stack_and_normalize(features, valid, frames_out))
         target_mask = label_mask(masked, frames_out) & enc_mask
@@ -231,24 +243,10 @@ class Trainer:
             logits[target_mask].reshape(-1, logits.shape[-1]), targets[target_mask].reshape(-1)
         )
         result = {"ssl": ssl}
-        pooled = mean_pool(hidden.float(), enc_mask)
-        margin = config.masr.margin
-        if "language" in self.model.heads:
-            ids = torch.tensor(
-                [self.language_index[lang] for lang in batch.languages], device=self.device
+        for name, (q, p) in heads.items():
+            result[name] = masr_triplet(
+                q, p, labels[name], config.masr.margin, config.masr.reduction
             )
-            q, p = self.model.heads["language"](pooled, self.language_vectors.to(self.device)[ids])
-            result["language"] = masr_triplet(q, p, ids, margin, config.masr.reduction)
-        if "geo" in self.model.heads:
-            lat_lon = batch.lat_lon.copy()
-            for row, lang in enumerate(batch.languages):  # utterances without geo: the language's
-                if np.isnan(lat_lon[row]).any():
-                    place = language_coordinates(lang)
-                    lat_lon[row] = place if place is not None else (0.0, 0.0)
-            unit = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
-            q, p = self.model.heads["geo"](pooled, unit)
-            labels = geo_labels(lat_lon).to(self.device)
-            result["geo"] = masr_triplet(q, p, labels, margin, config.masr.reduction)
         total = ssl
         if "language" in result:
             total = total + config.masr.language_weight * result["language"]
@@ -257,6 +255,31 @@ class Trainer:
         result["total"] = total
         result["masked_fraction"] = target_mask.float().sum() / enc_mask.float().sum()
         return result
+
+    def metadata(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each enabled stream's fixed vectors e and triplet labels for this batch.
+
+        language: the lang2vec vector, labelled by language. geo: the unit-sphere location,
+        labelled by place; utterances without one take their language's coordinates (so
+        without per-speaker locations the geo stream is a second language stream)."""
+        vectors: dict[str, torch.Tensor] = {}
+        labels: dict[str, torch.Tensor] = {}
+        heads = self.model.heads
+        if "language" in heads:
+            ids = torch.tensor(
+                [self.language_index[lang] for lang in batch.languages], device=self.device
+            )
+            vectors["language"] = self.language_vectors.to(self.device)[ids]
+            labels["language"] = ids
+        if "geo" in heads:
+            lat_lon = batch.lat_lon.copy()
+            for row, lang in enumerate(batch.languages):
+                if np.isnan(lat_lon[row]).any():
+                    place = language_coordinates(lang)
+                    lat_lon[row] = place if place is not None else (0.0, 0.0)
+            vectors["geo"] = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
+            labels["geo"] = geo_labels(lat_lon).to(self.device)
+        return vectors, labels
 
     # ------------------------------------------------------------------ checkpoints
     @property
