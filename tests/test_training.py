@@ -161,6 +161,14 @@ def test_span_mask_spans_and_minimum() -> None:
     assert len(starts) > 0
     for start, end in zip(starts, ends, strict=True):  # a span is cut only by the valid end
         assert end - start >= 40 or end == 500
+    # the masked share is what p and the span imply: a frame is masked when any of the
+    # span frames up to it starts a span, 1 - (1 - p)^span (0.0956 for p 0.01, span 10)
+    many = span_mask(torch.full((400,), 1000), 1000, 0.01, 10, generator)
+    expected = 1.0 - (1.0 - 0.01) ** 10
+    assert abs(float(many.float().mean()) - expected) < 0.006
+    lengths = torch.randint(50, 1000, (400,), generator=generator)
+    ragged = span_mask(lengths, 1000, 0.01, 10, generator)
+    assert not ragged[torch.arange(1000)[None, :] >= lengths[:, None]].any()
 
 
 def brute_force_masr(q: np.ndarray, p: np.ndarray, labels: np.ndarray, margin: float) -> float:
@@ -391,7 +399,18 @@ def test_corrupt_member_is_skipped_and_counted(two_language_build: Path, tmp_pat
     shard_set = discover([str(copy)], ("train",))
     sampler = BatchSampler(shard_set, config().data, seed=0)
     batches = [sampler.next_batch() for _ in range(6)]
-    assert sampler.corrupt.count >= 1  # skipped and counted, the run goes on
+    # every shard a stream has opened had its corrupt first sample read: finished epochs,
+    # shards passed in this epoch, and the current one once its sample 0 is consumed
+    per_language: dict[str, int] = {}
+    for entry in listing:
+        if entry["split"] == "train":
+            per_language[entry["lang"]] = per_language.get(entry["lang"], 0) + 1
+    streams = batches[-1].state["streams"]
+    opened = sum(
+        state["epoch"] * per_language[lang] + state["position"] + (state["sample"] > 0)
+        for lang, state in streams.items()
+    )
+    assert opened >= 4 and sampler.corrupt.count == opened  # skipped, counted, run goes on
     assert batches[-1].state["corrupt"] == sampler.corrupt.count
 
 
@@ -445,8 +464,23 @@ def test_probe_cli(two_language_build: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((run / "probe" / "report.json").read_text())
     assert report["languages"] == ["eng", "pol"] and report["eval_utterances"] == 8
-    assert 0.0 <= report["accuracy"] <= 1.0 and (run / "probe" / "confusion.png").exists()
-    assert np.array(report["confusion"]).sum() == 8
+    assert report["train_utterances"] == 40 and report["evaluated_on"] == "dev/test"
+    confusion = np.array(report["confusion"])
+    assert confusion.sum(axis=1).tolist() == [4, 4]  # the fixture's dev utterances
+    # every figure is the confusion matrix's own: accuracy, recall, precision, macro-F1
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / 8)
+    f1s = []
+    for index, language in enumerate(report["languages"]):
+        row = report["per_language"][language]
+        recall = confusion[index, index] / 4
+        predicted = confusion[:, index].sum()
+        precision = confusion[index, index] / predicted if predicted else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert (row["recall"], row["support"]) == (pytest.approx(recall), 4)
+        assert row["precision"] == pytest.approx(precision) and row["f1"] == pytest.approx(f1)
+        f1s.append(f1)
+    assert report["macro_f1"] == pytest.approx(float(np.mean(f1s)))
+    assert (run / "probe" / "confusion.png").stat().st_size > 1000
 
 
 def test_quantizer_labels_are_deterministic() -> None:
@@ -524,3 +558,39 @@ def test_two_stage_recipe_starts_masr_from_best_rq_weights(
         )
     with pytest.raises(ConfigError, match=r"holds no checkpoint"):
         Trainer(build, None, str(tmp_path / "x"), config(), init_from=str(tmp_path / "nothing"))
+
+
+def test_the_sample_rate_comes_from_the_build(two_language_build: Path, tmp_path: Path) -> None:
+    """An 8 kHz build trains with 8 kHz features (25 ms = 200 samples), the checkpoint
+    records the rate, and a 16 kHz build is refused wherever the rates would mix."""
+    import soundfile as sf
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    rows = []
+    for lang_index, language in enumerate(("en", "pl")):
+        for i in range(10):
+            name = f"{language}_{i}.flac"
+            sf.write(root / name, speech_like(2.0, 50 * lang_index + i)[::3], 16000)
+            rows.append([name, language, "train" if i < 8 else "dev"])
+    write_tsv(root / "m.tsv", ["path", "language", "split"], rows)
+    narrow = tmp_path / "narrow"
+    run_build(BuildConfig("manifest", str(root / "m.tsv"), str(narrow), sample_rate=8000))
+    run = tmp_path / "run"
+    trainer = Trainer([str(narrow)], None, str(run), config("optim.max_steps=2"))
+    assert trainer.sample_rate == 8000 and trainer.logmel.n_fft == 200 and trainer.logmel.hop == 80
+    batch = trainer.sampler.next_batch()
+    assert batch.seconds == pytest.approx(float(batch.lengths.sum()) / 8000)
+    trainer.train()
+    model = torch.load(run / "checkpoints" / "step_00000002" / "model.pt", weights_only=True)
+    assert model["sample_rate_hz"] == 8000
+    assert run_cli("probe", str(run), str(narrow)).returncode == 0
+    refused = run_cli("probe", str(run), str(two_language_build))
+    assert refused.returncode != 0
+    assert "trained on 8000 Hz" in refused.stderr and "--sample-rate 8000" in refused.stderr
+    with pytest.raises(ConfigError, match=r"different sample rates .*--sample-rate"):
+        Trainer([str(narrow), str(two_language_build)], None, str(tmp_path / "mixed"), config())
+    with pytest.raises(ConfigError, match="trained on 8000 Hz audio and these builds are 16000"):
+        Trainer([str(two_language_build)], None, str(run), config("optim.max_steps=4")).train()
+    with pytest.raises(ConfigError, match=r"--init-from .* trained on 8000 Hz"):
+        Trainer([str(two_language_build)], None, str(tmp_path / "b"), config(), init_from=str(run))

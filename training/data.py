@@ -31,7 +31,7 @@ from voxshard.schemas import ConfigError, storage
 from voxshard.schemas.tario import ShardFormatError, iter_members
 from voxshard.training.config import DataConfig
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # voxshard build's default; a build's own rate is in its index
 
 
 @dataclass
@@ -51,6 +51,20 @@ class ShardSet:
 
     shards: dict[str, list[str]] = field(default_factory=dict)
     hours: dict[str, float] = field(default_factory=dict)
+    sample_rate: int = SAMPLE_RATE  # Hz, the builds' one rate (``build --sample-rate``)
+
+
+def build_sample_rate(build: str) -> int | None:
+    """The audio rate of a completed build, from its index's ``sample_rate`` column (one
+    value: a build resamples everything to one rate); None when it holds no utterance."""
+    import pyarrow.parquet as pq
+
+    with storage.open_read(storage.join(build, "utterances.parquet")) as handle:
+        column = pq.read_table(handle, columns=["sample_rate"]).column("sample_rate")
+    rates = sorted({int(rate) for rate in column.to_pylist() if rate is not None})
+    if len(rates) > 1:
+        raise ConfigError(f"{build!r} mixes sample rates {rates}: verify or rebuild it")
+    return rates[0] if rates else None
 
 
 def discover(builds: list[str], splits: tuple[str, ...]) -> ShardSet:
@@ -72,6 +86,14 @@ def discover(builds: list[str], splits: tuple[str, ...]) -> ShardSet:
                 )
     if not found.shards:
         raise ConfigError(f"no shards of splits {', '.join(splits)} in {', '.join(builds)}")
+    rates = {build: rate for build in builds if (rate := build_sample_rate(build)) is not None}
+    if len(set(rates.values())) > 1:
+        listed = ", ".join(f"{build} {rate} Hz" for build, rate in rates.items())
+        raise ConfigError(
+            f"the builds have different sample rates ({listed}): train on builds of one "
+            "rate, or rebuild with voxshard build --sample-rate"
+        )
+    found.sample_rate = next(iter(rates.values()), SAMPLE_RATE)
     for paths in found.shards.values():
         paths.sort()
     return found
@@ -98,13 +120,15 @@ class CorruptCounter:
 CORRUPT_SAMPLE_ERRORS = (ValueError, KeyError, TypeError, RuntimeError)
 
 
-def decode_sample(sample: dict[str, Any], ref: tuple[str, int]) -> Utterance:
+def decode_sample(
+    sample: dict[str, Any], ref: tuple[str, int], sample_rate: int = SAMPLE_RATE
+) -> Utterance:
     import soundfile as sf
 
     record = json.loads(sample["json"])
     audio, rate = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
-    if rate != SAMPLE_RATE or audio.ndim != 1 or len(audio) == 0:  # 16-bit FLAC is finite
-        raise ValueError(f"{sample.get('__key__')}: not 16 kHz mono audio")
+    if rate != sample_rate or audio.ndim != 1 or len(audio) == 0:  # 16-bit FLAC is finite
+        raise ValueError(f"{sample.get('__key__')}: not {sample_rate} Hz mono audio")
     geo = record.get("geo") or {}
     return Utterance(
         key=record["key"],
@@ -153,9 +177,11 @@ class LanguageStream:
         world: int,
         seed: int,
         corrupt: CorruptCounter,
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
         self.language = language
         self.corrupt = corrupt
+        self.sample_rate = sample_rate
         self.seed = seed
         if len(shards) >= world:
             self.shards, self.stride, self.offset = shards[rank::world], 1, 0
@@ -202,12 +228,14 @@ class LanguageStream:
             if index % self.stride != self.offset:
                 continue
             try:
-                return decode_sample(sample, (self._path, index))
+                return decode_sample(sample, (self._path, index), self.sample_rate)
             except CORRUPT_SAMPLE_ERRORS as error:  # skipped and counted; bugs surface
                 self.corrupt(error)
 
 
-def fetch(refs: list[tuple[str, int]], corrupt: CorruptCounter) -> list[Utterance]:
+def fetch(
+    refs: list[tuple[str, int]], corrupt: CorruptCounter, sample_rate: int = SAMPLE_RATE
+) -> list[Utterance]:
     """Re-read specific samples (a checkpoint's buffers), in the given order."""
     wanted: dict[str, set[int]] = {}
     for path, index in refs:
@@ -216,7 +244,7 @@ def fetch(refs: list[tuple[str, int]], corrupt: CorruptCounter) -> list[Utteranc
     for path, indices in wanted.items():
         for index, sample in iterate_shard(path, corrupt):
             if index in indices:
-                found[(path, index)] = decode_sample(sample, (path, index))
+                found[(path, index)] = decode_sample(sample, (path, index), sample_rate)
     return [found[tuple(ref)] for ref in refs if tuple(ref) in found]  # type: ignore[index]
 
 
@@ -238,11 +266,14 @@ class BatchSampler:
         self, shard_set: ShardSet, config: DataConfig, seed: int, rank: int = 0, world: int = 1
     ) -> None:
         self.config = config
+        self.sample_rate = shard_set.sample_rate
         self.corrupt = CorruptCounter()
         self.probabilities = language_probabilities(shard_set.hours, config.alpha)
         self.languages = list(self.probabilities)
         self.streams = {
-            lang: LanguageStream(lang, shard_set.shards[lang], rank, world, seed, self.corrupt)
+            lang: LanguageStream(
+                lang, shard_set.shards[lang], rank, world, seed, self.corrupt, self.sample_rate
+            )
             for lang in self.languages
         }
         self.buffers: dict[str, list[Utterance]] = {lang: [] for lang in self.languages}
@@ -261,14 +292,16 @@ class BatchSampler:
         for lang, stream_state in state["streams"].items():
             self.streams[lang].restore(stream_state)
         for lang, refs in state["buffers"].items():
-            self.buffers[lang] = fetch([(path, int(index)) for path, index in refs], self.corrupt)
+            self.buffers[lang] = fetch(
+                [(path, int(index)) for path, index in refs], self.corrupt, self.sample_rate
+            )
         self.corrupt.count = int(state["corrupt"])
 
     def _fill(self, language: str) -> None:
         buffer = self.buffers[language]
         while len(buffer) < self.config.buffer_per_language:
             utterance = self.streams[language].next()
-            if len(utterance.audio) >= self.config.min_duration_s * SAMPLE_RATE:
+            if len(utterance.audio) >= self.config.min_duration_s * self.sample_rate:
                 buffer.append(utterance)
 
     def next_batch(self) -> Batch:
@@ -292,11 +325,11 @@ class BatchSampler:
             buffer = self.buffers[language]
             closest = sorted(
                 range(len(buffer)),
-                key=lambda i: (abs(len(buffer[i].audio) / SAMPLE_RATE - bucket_s), i),
+                key=lambda i: (abs(len(buffer[i].audio) / self.sample_rate - bucket_s), i),
             )
             picks = sorted(closest[:per_language], reverse=True)
             chosen.extend(buffer.pop(i) for i in picks)
-        crop = int(bucket_s * SAMPLE_RATE)
+        crop = int(bucket_s * self.sample_rate)
         clips = []
         for utterance in chosen:
             audio = utterance.audio
@@ -315,7 +348,7 @@ class BatchSampler:
             languages=[u.language for u in chosen],
             keys=[u.key for u in chosen],
             lat_lon=np.array([[u.lat, u.lon] for u in chosen], dtype=np.float64),
-            seconds=sum(lengths) / SAMPLE_RATE,
+            seconds=sum(lengths) / self.sample_rate,
             state=self.state(),
         )
 

@@ -33,7 +33,7 @@ from voxshard.training.bestrq import (
     stack_and_normalize,
 )
 from voxshard.training.config import PRESETS, TrainConfig, check_resume
-from voxshard.training.data import Batch, BatchSampler, Prefetcher, discover
+from voxshard.training.data import SAMPLE_RATE, Batch, BatchSampler, Prefetcher, discover
 from voxshard.training.features import HOP_S, LogMel, normalize_per_feature
 from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
 from voxshard.training.model import build_encoder
@@ -178,7 +178,8 @@ class Trainer:
         encoder = LanguageEncoder(config.masr.feature_set)
         self.language_vectors = torch.from_numpy(encoder.vectors(self.languages)).float()
         self.sampler = BatchSampler(shard_set, config.data, seed, self.dist.rank, self.dist.world)
-        self.logmel = LogMel(n_mels=config.model.n_mels).to(self.device)
+        self.sample_rate = shard_set.sample_rate  # the builds' rate: features follow it
+        self.logmel = LogMel(self.sample_rate, config.model.n_mels).to(self.device)
         self.quantizer = RandomProjectionQuantizer(
             STACK * config.model.n_mels,
             config.bestrq.codebook_dim,
@@ -306,6 +307,7 @@ class Trainer:
                     "scheduler": self.scheduler.state_dict(),
                     "world": self.dist.world,
                     "config": json.dumps(self.config.to_dict()),
+                    "sample_rate_hz": self.sample_rate,
                 },
                 os.path.join(temp, "model.pt"),
             )
@@ -342,6 +344,7 @@ class Trainer:
                 f"--init-from {run!r}: its model does not fit these settings "
                 f"({str(error).splitlines()[0]}); use its model.* and bestrq.* settings"
             ) from error
+        self.check_sample_rate(state, f"--init-from {run!r}")
         unexpected = [k for k in result.unexpected_keys if not k.startswith("heads.")]
         missing = [k for k in result.missing_keys if not k.startswith("heads.")]
         if unexpected or missing:
@@ -365,6 +368,7 @@ class Trainer:
                 f"checkpoint was written by {state['world']} ranks; run with the same world size"
             )
         check_resume(json.loads(state["config"]), self.config.to_dict())
+        self.check_sample_rate(state, f"resuming {self.out!r}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -378,6 +382,16 @@ class Trainer:
             truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.step)
         LOG.info("resumed from %s (step %d)", folder, self.step)
         return True
+
+    def check_sample_rate(self, state: dict[str, Any], what: str) -> None:
+        """A model's features are at its training rate: a checkpoint continues only on
+        builds of that rate (checkpoints from before the rate was recorded are 16 kHz)."""
+        theirs = int(state.get("sample_rate_hz", SAMPLE_RATE))
+        if theirs != self.sample_rate:
+            raise ConfigError(
+                f"{what}: that model was trained on {theirs} Hz audio and these builds are "
+                f"{self.sample_rate} Hz; use builds made with voxshard build --sample-rate {theirs}"
+            )
 
     def _barrier(self) -> None:
         if self.dist.world > 1:

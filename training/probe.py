@@ -16,12 +16,19 @@ import torch
 
 from voxshard.schemas import ConfigError, storage
 from voxshard.training.config import TrainConfig, apply
+from voxshard.training.data import (
+    SAMPLE_RATE,
+    CorruptCounter,
+    build_sample_rate,
+    iterate_shard,
+)
 from voxshard.training.features import LogMel, normalize_per_feature
 from voxshard.training.masr import mean_pool
 from voxshard.training.model import build_encoder
 
 
-def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:
+def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig, int]:
+    """The run's latest encoder (eval mode), its settings and its audio rate in Hz."""
     pointer = os.path.join(run, "checkpoints", "latest.json")
     if not os.path.isfile(pointer):
         raise ConfigError(f"{run!r} holds no checkpoint: train first")
@@ -36,14 +43,12 @@ def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig]:
     encoder.load_state_dict(
         {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     )
-    return encoder.eval(), config
+    return encoder.eval(), config, int(state.get("sample_rate_hz", SAMPLE_RATE))
 
 
 def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.ndarray]]:
     """(key, language, split, audio) for up to ``per_language`` utterances per language/split."""
     import soundfile as sf
-
-    from voxshard.training.data import CorruptCounter, iterate_shard
 
     rows = []
     counts: dict[tuple[str, str], int] = {}
@@ -64,12 +69,16 @@ def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.nd
 
 @torch.no_grad()
 def embed(
-    encoder: torch.nn.Module, audio: list[np.ndarray], n_mels: int, max_seconds: float = 20.0
+    encoder: torch.nn.Module,
+    audio: list[np.ndarray],
+    n_mels: int,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float = 20.0,
 ) -> np.ndarray:
-    logmel = LogMel(n_mels=n_mels)
+    logmel = LogMel(sample_rate, n_mels)
     out = []
     for clip in audio:
-        clip = clip[: int(max_seconds * 16000)]
+        clip = clip[: int(max_seconds * sample_rate)]
         frames = logmel.frames(torch.tensor([len(clip)]))
         features = normalize_per_feature(logmel(torch.from_numpy(clip)[None]), frames)
         hidden, mask = encoder(features, frames)
@@ -87,7 +96,13 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     torch.set_num_threads(1)
-    encoder, config = load_encoder(run)
+    encoder, config, sample_rate = load_encoder(run)
+    rate = build_sample_rate(build)
+    if rate is not None and rate != sample_rate:
+        raise ConfigError(
+            f"{build!r} holds {rate} Hz audio and {run!r} was trained on {sample_rate} Hz: "
+            f"probe it on a build made with voxshard build --sample-rate {sample_rate}"
+        )
     rows = read_build(build, per_language)
     if len({language for _, language, _, _ in rows}) < 2:
         raise ConfigError(f"{build!r}: a language-ID probe needs at least two languages")
@@ -95,7 +110,7 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
     evaluate = [
         (split in ("dev", "test")) if has_eval else held_out(key) for key, _, split, _ in rows
     ]
-    embeddings = embed(encoder, [audio for *_, audio in rows], config.model.n_mels)
+    embeddings = embed(encoder, [audio for *_, audio in rows], config.model.n_mels, sample_rate)
     labels = np.array([language for _, language, _, _ in rows])
     train_mask = ~np.array(evaluate)
     scaler = StandardScaler().fit(embeddings[train_mask])
