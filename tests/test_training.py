@@ -62,8 +62,9 @@ def two_language_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(*overrides: str):  # type: ignore[no-untyped-def]
-    base = [
+    base = [  # test sizes live here: the defaults are a real run's (PRESET_DEFAULTS)
         "optim.max_steps=6",
+        "optim.warmup_steps=10",
         "run.checkpoint_every=100",
         "data.batch_seconds=16",
         "data.languages_per_batch=2",
@@ -447,6 +448,16 @@ def test_config_errors_are_reported_together(tmp_path: Path) -> None:
     yaml_path.write_text("optim:\n  max_steps: 7\nmodel:\n  preset: base\n")
     loaded = load_config(str(yaml_path), ["optim.max_steps=9"])
     assert (loaded.optim.max_steps, loaded.model.preset) == (9, "base")
+    # the preset's schedule fills what the file and overrides leave unset
+    assert (loaded.optim.warmup_steps, loaded.optim.lr, loaded.run.checkpoint_every) == (
+        25000,
+        2e-3,
+        5000,
+    )
+    large = load_config(None, ["model.preset=large", "optim.warmup_steps=500"])
+    assert (large.optim.warmup_steps, large.optim.max_steps, large.optim.lr) == (500, 10**6, 1e-3)
+    tiny = load_config(None, [])
+    assert (tiny.optim.warmup_steps, tiny.optim.max_steps) == (1000, 20000)
     with pytest.raises(ConfigError, match=r"model\.preset"):
         load_config(None, ["model.preset=huge"])
 

@@ -17,6 +17,32 @@ PRESETS: dict[str, dict[str, int]] = {
     "large": {"d_model": 1024, "layers": 24, "heads": 16, "ff": 4096, "conv_kernel": 31},
 }
 
+# Schedule defaults of a real run, by preset; a YAML file or override still wins. Warmup
+# in the tens of thousands of steps as BEST-RQ-style pretraining uses (NEST/NeMo's Noam
+# schedule: 25k); the MASR paper's first stage is 1M BEST-RQ steps. Peak lr 2e-3 for base
+# (near NeMo's Noam peak for d_model 512), halved for the 3x deeper, 2x wider large. These
+# are published starting points, not tuned here. Tests and the demo set their own sizes.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "optim.lr": 2e-3,
+        "optim.warmup_steps": 1000,
+        "optim.max_steps": 20000,
+        "run.checkpoint_every": 1000,
+    },
+    "base": {
+        "optim.lr": 2e-3,
+        "optim.warmup_steps": 25000,
+        "optim.max_steps": 500000,
+        "run.checkpoint_every": 5000,
+    },
+    "large": {
+        "optim.lr": 1e-3,
+        "optim.warmup_steps": 25000,
+        "optim.max_steps": 1000000,
+        "run.checkpoint_every": 5000,
+    },
+}
+
 
 @dataclass
 class DataConfig:
@@ -67,8 +93,8 @@ class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 10
-    max_steps: int = 50
+    warmup_steps: int = 1000  # the tiny preset's; see PRESET_DEFAULTS
+    max_steps: int = 20000
     grad_accumulation: int = 1
     clip_norm: float = 5.0
 
@@ -77,7 +103,7 @@ class OptimConfig:
 class RunConfig:
     seed: int = 0
     log_every: int = 1
-    checkpoint_every: int = 25
+    checkpoint_every: int = 1000
     bf16: bool = True  # on CUDA only; CPU runs fp32
     compile: bool = False
     threads: int = 1  # CPU threads (tests: 1)
@@ -192,11 +218,18 @@ def apply(
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
-    """Defaults, then the YAML file, then ``key.sub=value`` overrides; validated."""
+    """Defaults, the chosen preset's schedule (``PRESET_DEFAULTS``), then the YAML file,
+    then ``key.sub=value`` overrides; validated."""
+    chosen = _load(path, overrides, {})  # first pass: which preset
+    return _load(path, overrides, PRESET_DEFAULTS.get(chosen.model.preset, {}))
+
+
+def _load(path: str | None, overrides: list[str], preset: dict[str, Any]) -> TrainConfig:
     import yaml
 
     config = TrainConfig()
     problems: list[str] = []
+    apply(config, preset, problems)
     if path is not None:
         try:
             with open(path, encoding="utf-8") as handle:

@@ -299,6 +299,12 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def _last_step(last: dict[str, Any]) -> str:
+    if last.get("step") is None:  # a rerun: the run folder had already finished
+        return "  already trained (its checkpoint is reused)"
+    return f"  step {last['step']}: loss {last['loss']}"
+
+
 @app.command()
 def demo(
     out: Annotated[str, typer.Argument(help="folder for the demo corpora and builds")] = "demo-out",
@@ -369,12 +375,16 @@ def _demo_similarity_and_training(out: str, builds: list[str], steps: int) -> No
     typer.echo(f"training BEST-RQ alone (tiny preset) for {warm} CPU steps -> {first} ...")
     no_masr = ["masr.language=false", "masr.geo=false"]
     stage = [f"optim.max_steps={warm}", f"run.checkpoint_every={warm}", *no_masr]
+    stage.append(f"optim.warmup_steps={max(1, warm // 4)}")  # demo-sized schedule
     last = run_training(builds, sim, first, load_config(None, stage))
-    typer.echo(f"  step {last.get('step')}: loss {last.get('loss')}")
+    typer.echo(_last_step(last))
     typer.echo(f"then BEST-RQ + MASR from its weights for {steps} CPU steps -> {run} ...")
-    settings = load_config(None, [f"optim.max_steps={steps}", "run.checkpoint_every=1000"])
+    settings = load_config(
+        None,
+        [f"optim.max_steps={steps}", f"optim.warmup_steps={max(1, steps // 4)}"],
+    )
     last = run_training(builds, sim, run, settings, init_from=first)
-    typer.echo(f"  step {last.get('step')}: loss {last.get('loss')}")
+    typer.echo(_last_step(last))
     probe = run_probe(run, builds[0])
     typer.echo(
         f"language-ID probe on {builds[0]}: accuracy {probe['accuracy']:.3f}, "
