@@ -258,6 +258,8 @@ def test_quantizer_is_frozen_and_training_reduces_the_loss(
         "memory_mb",
     ):
         assert name in row and np.isfinite(row[name])
+    # the fixture has no locations: every geo label is its language's, and the metrics say so
+    assert {m["geo_from_language_fraction"] for m in metrics(run)} == {1.0}
 
 
 def test_resumed_run_continues_exactly(two_language_build: Path, tmp_path: Path) -> None:
@@ -592,6 +594,15 @@ def test_the_sample_rate_comes_from_the_build(two_language_build: Path, tmp_path
     assert trainer.sample_rate == 8000 and trainer.logmel.n_fft == 200 and trainer.logmel.hop == 80
     batch = trainer.sampler.next_batch()
     assert batch.seconds == pytest.approx(float(batch.lengths.sum()) / 8000)
+    assert all(batch.geo_from_language)  # the build placed them at their languages
+    batch.lat_lon[:] = np.nan
+    batch.geo_from_language[:] = [False] * len(batch.keys)
+    batch.lat_lon[0] = (52.23, 21.01)  # one utterance with its own location
+    vectors, labels, from_language = trainer.metadata(batch)
+    assert from_language == pytest.approx((len(batch.keys) - 1) / len(batch.keys))
+    assert vectors["geo"].shape == (len(batch.keys), 3) and labels["language"].shape[0] == len(
+        batch.keys
+    )
     trainer.train()
     model = torch.load(run / "checkpoints" / "step_00000002" / "model.pt", weights_only=True)
     assert model["sample_rate_hz"] == 8000

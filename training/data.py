@@ -38,11 +38,12 @@ SAMPLE_RATE = 16000  # voxshard build's default; a build's own rate is in its in
 class Utterance:
     key: str
     language: str
-    audio: np.ndarray  # float32 mono at 16 kHz
+    audio: np.ndarray  # float32 mono at the builds' rate
     lat: float
     lon: float
     speaker: str | None
     ref: tuple[str, int]  # (shard path, sample index): how a checkpoint names it
+    geo_from_language: bool = False  # the build placed it at its language (geo.source)
 
 
 @dataclass
@@ -138,6 +139,7 @@ def decode_sample(
         lon=float(geo.get("lon", float("nan"))),
         speaker=record.get("speaker"),
         ref=ref,
+        geo_from_language=geo.get("source") == "language",
     )
 
 
@@ -255,6 +257,7 @@ class Batch:
     languages: list[str]
     keys: list[str]
     lat_lon: np.ndarray  # (B, 2), NaN where unknown
+    geo_from_language: list[bool]  # the location is the language's, not the speaker's
     seconds: float
     state: dict[str, Any]  # the loader position right after this batch
 
@@ -348,6 +351,7 @@ class BatchSampler:
             languages=[u.language for u in chosen],
             keys=[u.key for u in chosen],
             lat_lon=np.array([[u.lat, u.lon] for u in chosen], dtype=np.float64),
+            geo_from_language=[u.geo_from_language for u in chosen],
             seconds=sum(lengths) / self.sample_rate,
             state=self.state(),
         )

@@ -232,7 +232,7 @@ class Trainer:
         noise = torch.randn(features.shape, generator=self.mask_generator) * 0.1
         masked = masked.to(self.device)
         inputs = torch.where(masked[..., None], noise.to(self.device), features)
-        metadata, labels = self.metadata(batch)
+        metadata, labels, geo_from_language = self.metadata(batch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             hidden, enc_mask, logits, heads = self.ddp(inputs, frames, metadata)
         frames_out = hidden.shape[1]
@@ -255,16 +255,24 @@ class Trainer:
             total = total + config.masr.geo_weight * result["geo"]
         result["total"] = total
         result["masked_fraction"] = target_mask.float().sum() / enc_mask.float().sum()
+        if "geo" in heads:
+            result["geo_from_language"] = torch.tensor(geo_from_language)
         return result
 
-    def metadata(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Each enabled stream's fixed vectors e and triplet labels for this batch.
+    def metadata(
+        self, batch: Batch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+        """Each enabled stream's fixed vectors e and triplet labels for this batch, and the
+        share of utterances whose location is their language's.
 
         language: the lang2vec vector, labelled by language. geo: the unit-sphere location,
         labelled by place; utterances without one take their language's coordinates (so
-        without per-speaker locations the geo stream is a second language stream)."""
+        without per-speaker locations the geo stream is a second language stream: the
+        metrics' ``geo_from_language_fraction`` says how much; ``masr.geo=false`` turns it
+        off)."""
         vectors: dict[str, torch.Tensor] = {}
         labels: dict[str, torch.Tensor] = {}
+        from_language = 0
         heads = self.model.heads
         if "language" in heads:
             ids = torch.tensor(
@@ -274,13 +282,15 @@ class Trainer:
             labels["language"] = ids
         if "geo" in heads:
             lat_lon = batch.lat_lon.copy()
+            from_language = sum(batch.geo_from_language)
             for row, lang in enumerate(batch.languages):
                 if np.isnan(lat_lon[row]).any():
+                    from_language += 1
                     place = language_coordinates(lang)
                     lat_lon[row] = place if place is not None else (0.0, 0.0)
             vectors["geo"] = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
             labels["geo"] = geo_labels(lat_lon).to(self.device)
-        return vectors, labels
+        return vectors, labels, from_language / max(1, len(batch.languages))
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -448,9 +458,14 @@ class Trainer:
                     **{
                         f"loss_{k}": round(v, 6)
                         for k, v in totals.items()
-                        if k not in ("total", "masked_fraction")
+                        if k not in ("total", "masked_fraction", "geo_from_language")
                     },
                     "masked_fraction": round(totals["masked_fraction"], 4),
+                    **(
+                        {"geo_from_language_fraction": round(totals["geo_from_language"], 4)}
+                        if "geo_from_language" in totals
+                        else {}
+                    ),
                     "grad_norm": round(grad_norm, 4),
                     "lr": self.scheduler.get_last_lr()[0],
                     "audio_seconds": round(seconds, 3),
