@@ -616,3 +616,38 @@ def test_the_sample_rate_comes_from_the_build(two_language_build: Path, tmp_path
         Trainer([str(two_language_build)], None, str(run), config("optim.max_steps=4")).train()
     with pytest.raises(ConfigError, match=r"--init-from .* trained on 8000 Hz"):
         Trainer([str(two_language_build)], None, str(tmp_path / "b"), config(), init_from=str(run))
+
+
+def test_validation_pass_on_the_dev_split(two_language_build: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from voxshard.training.data import validation_batches
+
+    index = pq.read_table(two_language_build / "utterances.parquet").to_pylist()
+    dev = sorted(row["key"] for row in index if row["split"] == "dev")
+    batches = validation_batches([str(two_language_build)], "dev", 8, 6.0, batch_size=3)
+    assert sorted(key for batch in batches for key in batch.keys) == dev  # 4 per language
+    assert [len(batch.keys) for batch in batches] == [3, 3, 2]
+    assert validation_batches([str(two_language_build)], "test", 8, 6.0) == []
+
+    plain, checked = tmp_path / "plain", tmp_path / "checked"
+    Trainer([str(two_language_build)], None, str(plain), config("optim.max_steps=4")).train()
+    trainer = Trainer(
+        [str(two_language_build)],
+        None,
+        str(checked),
+        config("optim.max_steps=4", "run.validate_every=2", "run.validation_utterances=8"),
+    )
+    trainer.train()
+    rows = metrics(checked)
+    # validating changes nothing in training: same losses as the run without it
+    assert [m["loss"] for m in rows] == [m["loss"] for m in metrics(plain)]
+    validated = [m for m in rows if "val_loss_ssl" in m]
+    assert [m["step"] for m in validated] == [2, 4]
+    for m in validated:
+        assert m["val_utterances"] == 8 and 0.0 <= m["val_accuracy"] <= 1.0
+        assert 1.0 <= m["val_perplexity"] <= 64.0 and m["val_loss_ssl"] > 0.0
+    assert validated[0]["val_loss_ssl"] != validated[1]["val_loss_ssl"]  # the model moved
+    again = trainer.validate()  # the same masks every time: a fixed model scores the same
+    assert again == trainer.validate()
+    assert again["val_loss_ssl"] == validated[1]["val_loss_ssl"]

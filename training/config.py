@@ -109,6 +109,9 @@ class RunConfig:
     threads: int = 1  # CPU threads (tests: 1)
     stop_at_step: int = 0  # pause after this step (checkpointed; rerun to continue); 0: never
     keep_checkpoints: int = 3  # the newest N step_* folders are kept; older ones removed
+    validate_every: int = 1000  # held-out pass on the builds' validation split; 0: never
+    validation_split: str = "dev"
+    validation_utterances: int = 128  # spread evenly over the split's languages
 
 
 @dataclass
@@ -148,6 +151,8 @@ class TrainConfig:
             problems.append(f"masr.reduction {self.masr.reduction!r}: choose sum or mean")
         if self.run.keep_checkpoints < 1:
             problems.append("run.keep_checkpoints must be >= 1")
+        if self.run.validate_every < 0 or self.run.validation_utterances < 1:
+            problems.append("run: validate_every >= 0 and validation_utterances >= 1")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1 or self.run.threads < 1:
             problems.append("run: checkpoint_every, log_every and threads must be >= 1")
         if problems:

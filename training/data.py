@@ -308,7 +308,6 @@ class BatchSampler:
                 buffer.append(utterance)
 
     def next_batch(self) -> Batch:
-        import torch
 
         config = self.config
         bucket_s = min(float(self.rng.choice(config.buckets_s)), config.max_duration_s)
@@ -340,21 +339,71 @@ class BatchSampler:
                 start = int(self.rng.integers(0, len(audio) - crop + 1))
                 audio = audio[start : start + crop]
             clips.append(audio)
-        length = max(len(c) for c in clips)
-        padded = np.zeros((len(clips), length), dtype=np.float32)
-        for row, clip in enumerate(clips):
-            padded[row, : len(clip)] = clip
-        lengths = [len(c) for c in clips]
-        return Batch(
-            audio=torch.from_numpy(padded),
-            lengths=torch.tensor(lengths, dtype=torch.long),
-            languages=[u.language for u in chosen],
-            keys=[u.key for u in chosen],
-            lat_lon=np.array([[u.lat, u.lon] for u in chosen], dtype=np.float64),
-            geo_from_language=[u.geo_from_language for u in chosen],
-            seconds=sum(lengths) / self.sample_rate,
-            state=self.state(),
+        return collate(clips, chosen, self.sample_rate, self.state())
+
+
+def collate(
+    clips: list[np.ndarray], chosen: list[Utterance], sample_rate: int, state: dict[str, Any]
+) -> Batch:
+    """Zero-padded (B, S) audio with lengths and the utterances' metadata."""
+    import torch
+
+    length = max(len(c) for c in clips)
+    padded = np.zeros((len(clips), length), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        padded[row, : len(clip)] = clip
+    lengths = [len(c) for c in clips]
+    return Batch(
+        audio=torch.from_numpy(padded),
+        lengths=torch.tensor(lengths, dtype=torch.long),
+        languages=[u.language for u in chosen],
+        keys=[u.key for u in chosen],
+        lat_lon=np.array([[u.lat, u.lon] for u in chosen], dtype=np.float64),
+        geo_from_language=[u.geo_from_language for u in chosen],
+        seconds=sum(lengths) / sample_rate,
+        state=state,
+    )
+
+
+def validation_batches(
+    builds: list[str], split: str, total: int, max_seconds: float, batch_size: int = 8
+) -> list[Batch]:
+    """A fixed held-out set: up to ``total`` utterances of ``split``, spread evenly over
+    its languages (each language's shards in name order, first samples first), each cut
+    to its first ``max_seconds``, in batches of similar lengths. Empty when no build has
+    that split. Corrupt samples are skipped, as in training."""
+    try:
+        found = discover(builds, (split,))
+    except ConfigError:
+        return []
+    per_language = max(1, total // len(found.shards))
+    corrupt = CorruptCounter()
+    chosen: list[Utterance] = []
+    for language in sorted(found.shards):
+        taken = 0
+        for path in found.shards[language]:
+            for index, sample in iterate_shard(path, corrupt):
+                if taken >= per_language:
+                    break
+                try:
+                    chosen.append(decode_sample(sample, (path, index), found.sample_rate))
+                except CORRUPT_SAMPLE_ERRORS as error:
+                    corrupt(error)
+                    continue
+                taken += 1
+            if taken >= per_language:
+                break
+    crop = int(max_seconds * found.sample_rate)
+    chosen.sort(key=lambda u: (len(u.audio), u.key))
+    return [
+        collate(
+            [u.audio[:crop] for u in chosen[i : i + batch_size]],
+            chosen[i : i + batch_size],
+            found.sample_rate,
+            {},
         )
+        for i in range(0, len(chosen), batch_size)
+    ]
 
 
 class Prefetcher:

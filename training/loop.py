@@ -33,7 +33,14 @@ from voxshard.training.bestrq import (
     stack_and_normalize,
 )
 from voxshard.training.config import PRESETS, TrainConfig, check_resume
-from voxshard.training.data import SAMPLE_RATE, Batch, BatchSampler, Prefetcher, discover
+from voxshard.training.data import (
+    SAMPLE_RATE,
+    Batch,
+    BatchSampler,
+    Prefetcher,
+    discover,
+    validation_batches,
+)
 from voxshard.training.features import HOP_S, LogMel, normalize_per_feature
 from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
 from voxshard.training.model import build_encoder
@@ -95,8 +102,18 @@ class SpeechModel(nn.Module):
             with torch.autocast(hidden.device.type, enabled=False):
                 pooled = mean_pool(hidden.float(), mask)
                 for name, head in self.heads.items():
-                    outputs[name] = head(pooled, metadata[name])
+                    if name in metadata:  # validation passes none
+                        outputs[name] = head(pooled, metadata[name])
         return hidden, mask, logits, outputs
+
+
+@dataclass
+class MaskedInputs:
+    features: torch.Tensor  # (B, T, n_mels) normalized log-mel
+    frames: torch.Tensor  # (B,) real frames
+    valid: torch.Tensor  # (B, T) real frame
+    masked: torch.Tensor  # (B, T) masked frame
+    inputs: torch.Tensor  # features with masked frames replaced by N(0, 0.1) noise
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -214,9 +231,20 @@ class Trainer:
         self.step = 0
         self.data_state: dict[str, Any] | None = None
         self.autocast = self.device.type == "cuda" and config.run.bf16
+        self.validation: list[Batch] = []
+        if config.run.validate_every and self.dist.main:
+            self.validation = validation_batches(
+                builds,
+                config.run.validation_split,
+                config.run.validation_utterances,
+                config.data.max_duration_s,
+            )
+            if not self.validation:
+                LOG.info("no %s split in the builds: no validation", config.run.validation_split)
 
     # ------------------------------------------------------------------ one step
-    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def masked_inputs(self, batch: Batch, generator: torch.Generator) -> MaskedInputs:
+        """Normalized log-mel, BEST-RQ span masks and the masked encoder input."""
         config = self.config
         audio = batch.audio.to(self.device, non_blocking=True)
         lengths = batch.lengths.to(self.device)
@@ -226,18 +254,75 @@ class Trainer:
         time_steps = features.shape[1]
         valid = torch.arange(time_steps, device=self.device)[None, :] < frames[:, None]
         span = max(1, round(config.bestrq.mask_span_ms / 1000.0 / HOP_S))
-        masked = span_mask(
-            frames.cpu(), time_steps, config.bestrq.mask_prob, span, self.mask_generator
-        )
-        noise = torch.randn(features.shape, generator=self.mask_generator) * 0.1
+        masked = span_mask(frames.cpu(), time_steps, config.bestrq.mask_prob, span, generator)
+        noise = torch.randn(features.shape, generator=generator) * 0.1
         masked = masked.to(self.device)
         inputs = torch.where(masked[..., None], noise.to(self.device), features)
+        return MaskedInputs(features, frames, valid, masked, inputs)
+
+    def ssl_targets(
+        self, masked: MaskedInputs, hidden: torch.Tensor, enc_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BEST-RQ labels (B, T', codebooks) and which encoder frames are scored."""
+        frames_out = hidden.shape[1]
+        targets = self.quantizer(stack_and_normalize(masked.features, masked.valid, frames_out))
+        return targets, label_mask(masked.masked, frames_out) & enc_mask
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """The held-out BEST-RQ pass: SSL loss, masked-prediction accuracy and the
+        prediction's codebook perplexity (exp of the entropy of the mean predicted
+        distribution over masked frames, as wav2vec 2.0 reports it) on the fixed
+        validation set, with the same masks every time (its own seeded generator)."""
+        if not self.validation:
+            return {}
+        generator = torch.Generator().manual_seed(self.config.run.seed + 7919)
+        codebooks = self.config.bestrq.num_codebooks
+        self.model.eval()
+        loss_sum, correct, scored = 0.0, 0, 0
+        mean_probability: torch.Tensor | None = None
+        try:
+            for batch in self.validation:
+                masked = self.masked_inputs(batch, generator)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    hidden, enc_mask, logits, _ = self.model(masked.inputs, masked.frames, {})
+                targets, target_mask = self.ssl_targets(masked, hidden, enc_mask)
+                logits = logits.float().view(logits.shape[0], hidden.shape[1], codebooks, -1)
+                chosen = logits[target_mask]  # (N, codebooks, size)
+                labels = targets[target_mask]  # (N, codebooks)
+                loss_sum += float(
+                    nn.functional.cross_entropy(
+                        chosen.reshape(-1, chosen.shape[-1]), labels.reshape(-1), reduction="sum"
+                    )
+                )
+                correct += int((chosen.argmax(dim=-1) == labels).sum())
+                scored += labels.numel()
+                probability = chosen.softmax(dim=-1).sum(dim=0)  # (codebooks, size)
+                mean_probability = (
+                    probability if mean_probability is None else mean_probability + probability
+                )
+        finally:
+            self.model.train()
+        if not scored or mean_probability is None:
+            return {}
+        mean_probability = mean_probability / mean_probability.sum(dim=-1, keepdim=True)
+        entropy = -(mean_probability * torch.log(mean_probability.clamp(min=1e-12))).sum(-1)
+        return {
+            "val_loss_ssl": round(loss_sum / scored, 6),
+            "val_accuracy": round(correct / scored, 6),
+            "val_perplexity": round(float(torch.exp(entropy).mean()), 3),
+            "val_utterances": sum(len(batch.keys) for batch in self.validation),
+        }
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        config = self.config
+        masked = self.masked_inputs(batch, self.mask_generator)
+        inputs, frames = masked.inputs, masked.frames
         metadata, labels, geo_from_language = self.metadata(batch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             hidden, enc_mask, logits, heads = self.ddp(inputs, frames, metadata)
         frames_out = hidden.shape[1]
-        targets = self.quantizer(stack_and_normalize(features, valid, frames_out))
-        target_mask = label_mask(masked, frames_out) & enc_mask
+        targets, target_mask = self.ssl_targets(masked, hidden, enc_mask)
         codebooks = config.bestrq.num_codebooks
         logits = logits.float().view(logits.shape[0], frames_out, codebooks, -1)
         ssl = nn.functional.cross_entropy(
@@ -474,6 +559,9 @@ class Trainer:
                     "corrupt_samples": int(batch.state["corrupt"]),
                     "memory_mb": _memory_mb(self.device),
                 }
+                every = config.run.validate_every
+                if self.dist.main and every and self.step % every == 0:
+                    last.update(self.validate())
                 if self.dist.main and self.step % config.run.log_every == 0:
                     with open(metrics_path, "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(last) + "\n")
