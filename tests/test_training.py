@@ -496,6 +496,28 @@ def test_probe_cli(two_language_build: Path, tmp_path: Path) -> None:
     assert (run / "probe" / "confusion.png").stat().st_size > 1000
 
 
+def test_probe_skips_a_corrupt_sample(two_language_build: Path, tmp_path: Path) -> None:
+    from voxshard.training.probe import read_build
+
+    copy = tmp_path / "copy"
+    shutil.copytree(two_language_build, copy)
+    listing = [json.loads(line) for line in (copy / "shards.jsonl").read_text().splitlines()]
+    shard = copy / next(entry["path"] for entry in listing if entry["split"] == "dev")
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    broken = next(m.name for m, _ in members if m.name.endswith(".flac"))
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:
+        for member, payload in members:
+            if member.name == broken:
+                payload = b"fLaC" + bytes(range(200))
+                member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+    whole = read_build(str(two_language_build), 100, 16000)
+    rows = read_build(str(copy), 100, 16000)
+    assert len(rows) == len(whole) - 1 == 47
+    assert broken.split(".")[0] not in {key for key, *_ in rows}
+
+
 def test_quantizer_labels_are_deterministic() -> None:
     a = RandomProjectionQuantizer(320, 16, 64, 2, seed=5)
     b = RandomProjectionQuantizer(320, 16, 64, 2, seed=5)

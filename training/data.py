@@ -308,7 +308,6 @@ class BatchSampler:
                 buffer.append(utterance)
 
     def next_batch(self) -> Batch:
-
         config = self.config
         bucket_s = min(float(self.rng.choice(config.buckets_s)), config.max_duration_s)
         per_language = max(

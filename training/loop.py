@@ -43,7 +43,7 @@ from voxshard.training.data import (
 )
 from voxshard.training.features import HOP_S, LogMel, normalize_per_feature
 from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
-from voxshard.training.model import build_encoder
+from voxshard.training.model import build_encoder, latest_checkpoint
 
 LOG = logging.getLogger("voxshard")
 
@@ -205,8 +205,7 @@ class Trainer:
             seed=seed,
         ).to(self.device)
         self.model = SpeechModel(config, encoder.dim).to(self.device)
-        has_checkpoint = os.path.isfile(os.path.join(self.checkpoints, "latest.json"))
-        if init_from is not None and not has_checkpoint:  # a resume takes the run's own
+        if init_from is not None and latest_checkpoint(out) is None:  # a resume takes the run's own
             self.init_weights(init_from)
         self.ddp: nn.Module = self.model
         if self.dist.world > 1:
@@ -241,6 +240,11 @@ class Trainer:
             )
             if not self.validation:
                 LOG.info("no %s split in the builds: no validation", config.run.validation_split)
+            elif config.run.validation_split in config.data.splits:
+                LOG.warning(
+                    "validating on %s, which data.splits also trains on: not held out",
+                    config.run.validation_split,
+                )
 
     # ------------------------------------------------------------------ one step
     def masked_inputs(self, batch: Batch, generator: torch.Generator) -> MaskedInputs:
@@ -421,10 +425,10 @@ class Trainer:
         """Stage two of the MASR recipe: the model weights of ``run``'s latest checkpoint
         (a BEST-RQ run), with a fresh optimizer and schedule. Only the MASR heads may be
         missing from it (or extra); the encoder and BEST-RQ head must match this config."""
-        pointer = os.path.join(run, "checkpoints", "latest.json")
         try:
-            with open(pointer, encoding="utf-8") as handle:
-                folder = os.path.join(run, "checkpoints", json.load(handle)["path"])
+            folder = latest_checkpoint(run)
+            if folder is None:
+                raise FileNotFoundError(os.path.join(run, "checkpoints", "latest.json"))
             state = torch.load(
                 os.path.join(folder, "model.pt"), map_location=self.device, weights_only=True
             )
@@ -432,6 +436,7 @@ class Trainer:
             raise ConfigError(
                 f"--init-from {run!r} holds no checkpoint ({error}); train that run first"
             ) from error
+        self.check_sample_rate(state, f"--init-from {run!r}")
         try:
             result = self.model.load_state_dict(state["model"], strict=False)
         except RuntimeError as error:  # a shape differs: another preset or codebook
@@ -439,7 +444,6 @@ class Trainer:
                 f"--init-from {run!r}: its model does not fit these settings "
                 f"({str(error).splitlines()[0]}); use its model.* and bestrq.* settings"
             ) from error
-        self.check_sample_rate(state, f"--init-from {run!r}")
         unexpected = [k for k in result.unexpected_keys if not k.startswith("heads.")]
         missing = [k for k in result.missing_keys if not k.startswith("heads.")]
         if unexpected or missing:
@@ -450,11 +454,9 @@ class Trainer:
         LOG.info("initialized from %s (step %d): weights only", folder, int(state["step"]))
 
     def resume(self) -> bool:
-        pointer = os.path.join(self.checkpoints, "latest.json")
-        if not os.path.isfile(pointer):
+        folder = latest_checkpoint(self.out)
+        if folder is None:
             return False
-        with open(pointer, encoding="utf-8") as handle:
-            folder = os.path.join(self.checkpoints, json.load(handle)["path"])
         state = torch.load(
             os.path.join(folder, "model.pt"), map_location=self.device, weights_only=True
         )

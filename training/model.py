@@ -149,5 +149,18 @@ def build_encoder(preset: str, n_mels: int = 80, dropout: float = 0.1) -> Confor
     return ConformerEncoder(n_mels=n_mels, dropout=dropout, **PRESETS[preset])
 
 
+def latest_checkpoint(run: str) -> str | None:
+    """RUN/checkpoints/<step folder> that RUN/checkpoints/latest.json names, or None when
+    the run has none yet (the layout ``Trainer.save`` writes)."""
+    import json
+    import os
+
+    pointer = os.path.join(run, "checkpoints", "latest.json")
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer, encoding="utf-8") as handle:
+        return os.path.join(run, "checkpoints", str(json.load(handle)["path"]))
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -6,8 +6,8 @@ RUN/probe/confusion.png."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import logging
 import os
 from typing import Any
 
@@ -17,23 +17,25 @@ import torch
 from voxshard.schemas import ConfigError, storage
 from voxshard.training.config import TrainConfig, apply
 from voxshard.training.data import (
+    CORRUPT_SAMPLE_ERRORS,
     SAMPLE_RATE,
     CorruptCounter,
     build_sample_rate,
+    decode_sample,
     iterate_shard,
 )
 from voxshard.training.features import LogMel, normalize_per_feature
 from voxshard.training.masr import mean_pool
-from voxshard.training.model import build_encoder
+from voxshard.training.model import build_encoder, latest_checkpoint
+
+LOG = logging.getLogger("voxshard")
 
 
 def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig, int]:
     """The run's latest encoder (eval mode), its settings and its audio rate in Hz."""
-    pointer = os.path.join(run, "checkpoints", "latest.json")
-    if not os.path.isfile(pointer):
+    folder = latest_checkpoint(run)
+    if folder is None:
         raise ConfigError(f"{run!r} holds no checkpoint: train first")
-    with open(pointer, encoding="utf-8") as handle:
-        folder = os.path.join(run, "checkpoints", json.load(handle)["path"])
     state = torch.load(os.path.join(folder, "model.pt"), map_location="cpu", weights_only=True)
     config = TrainConfig()
     problems: list[str] = []
@@ -46,10 +48,11 @@ def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig, int]:
     return encoder.eval(), config, int(state.get("sample_rate_hz", SAMPLE_RATE))
 
 
-def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.ndarray]]:
-    """(key, language, split, audio) for up to ``per_language`` utterances per language/split."""
-    import soundfile as sf
-
+def read_build(
+    build: str, per_language: int, sample_rate: int
+) -> list[tuple[str, str, str, np.ndarray]]:
+    """(key, language, split, audio) for up to ``per_language`` utterances per language/split;
+    corrupt samples are skipped and logged, as the trainer does."""
     rows = []
     counts: dict[tuple[str, str], int] = {}
     listing = storage.read_bytes(storage.join(build, "shards.jsonl")).splitlines()
@@ -57,13 +60,19 @@ def read_build(build: str, per_language: int) -> list[tuple[str, str, str, np.nd
     corrupt = CorruptCounter()
     for shard in shards:
         group = (shard["lang"], shard["split"])
-        for _index, sample in iterate_shard(storage.join(build, shard["path"]), corrupt):
+        path = storage.join(build, shard["path"])
+        for index, sample in iterate_shard(path, corrupt):
             if counts.get(group, 0) >= per_language:
                 break
-            audio, _rate = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
-            record = json.loads(sample["json"])
-            rows.append((record["key"], record["language"], record["split"], audio))
+            try:
+                utterance = decode_sample(sample, (path, index), sample_rate)
+            except CORRUPT_SAMPLE_ERRORS as error:
+                corrupt(error)
+                continue
+            rows.append((utterance.key, utterance.language, shard["split"], utterance.audio))
             counts[group] = counts.get(group, 0) + 1
+    if corrupt.count:
+        LOG.warning("%s: %d corrupt samples skipped", build, corrupt.count)
     return rows
 
 
@@ -103,7 +112,7 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
             f"{build!r} holds {rate} Hz audio and {run!r} was trained on {sample_rate} Hz: "
             f"probe it on a build made with voxshard build --sample-rate {sample_rate}"
         )
-    rows = read_build(build, per_language)
+    rows = read_build(build, per_language, sample_rate)
     if len({language for _, language, _, _ in rows}) < 2:
         raise ConfigError(f"{build!r}: a language-ID probe needs at least two languages")
     has_eval = any(split in ("dev", "test") for _, _, split, _ in rows)
