@@ -176,9 +176,11 @@ def test_a_missing_similarity_folder_is_one_line(cv_root: Path, tmp_path: Path) 
         "--sim",
         str(tmp_path / "missing"),
     )
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"voxshard: error: --sim '{tmp_path / 'missing'}' is not a voxshard")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    expected = f"voxshard: error: --sim '{tmp_path / 'missing'}' is not a voxshard"
+    assert lines[0].startswith(expected), result.stderr
 
 
 def test_languages_the_corpus_lacks_are_errors_with_what_it_has(

@@ -60,8 +60,13 @@ def build_sample_rate(build: str) -> int | None:
     value: a build resamples everything to one rate); None when it holds no utterance."""
     import pyarrow.parquet as pq
 
+    # one small column: no Arrow thread pool, whose threads still running at exit beside
+    # torch's aborted `voxshard train` ("terminate called without an active exception")
+    # in about half of the runs that stopped on a settings error on a busy machine
     with storage.open_read(storage.join(build, "utterances.parquet")) as handle:
-        column = pq.read_table(handle, columns=["sample_rate"]).column("sample_rate")
+        column = pq.read_table(handle, columns=["sample_rate"], use_threads=False).column(
+            "sample_rate"
+        )
     rates = sorted({int(rate) for rate in column.to_pylist() if rate is not None})
     if len(rates) > 1:
         raise ConfigError(f"{build!r} mixes sample rates {rates}: verify or rebuild it")
