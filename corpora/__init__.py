@@ -23,6 +23,9 @@ REGISTRY: dict[str, CorpusSpec] = {
             parse_source=commonvoice.parse_source,
             list_languages=commonvoice.list_languages,
             known_splits=commonvoice.KNOWN_SPLITS,
+            license="CC0-1.0",
+            license_note="Mozilla Common Voice: public domain dedication (CC0 1.0); speakers "
+            "agreed not to be identified: do not try to determine their identity",
         ),
         CorpusSpec(
             name=voxpopuli.NAME,
@@ -33,6 +36,9 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_languages=voxpopuli.list_languages,
             settings=voxpopuli.SETTINGS,
             known_splits=("train", "dev", "test", "unlabelled"),
+            license="CC0-1.0",
+            license_note="VoxPopuli (facebookresearch/voxpopuli): released under CC0; the "
+            "recordings are European Parliament event recordings (acknowledge the EP)",
         ),
         CorpusSpec(
             name=mls.NAME,
@@ -43,6 +49,9 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_languages=mls.list_languages,
             settings=mls.SETTINGS,
             known_splits=mls.DEFAULT_SPLITS,
+            license="CC-BY-4.0",
+            license_note="Multilingual LibriSpeech (OpenSLR 94): CC BY 4.0; attribution "
+            "required (Pratap et al. 2020; LibriVox readers)",
         ),
         CorpusSpec(
             name=babel.NAME,
@@ -53,6 +62,9 @@ REGISTRY: dict[str, CorpusSpec] = {
             list_languages=babel.list_languages,
             settings=babel.SETTINGS,
             known_splits=babel.DEFAULT_SPLITS,
+            license="LicenseRef-LDC-User-Agreement",
+            license_note="IARPA BABEL language packs are distributed by the LDC under its "
+            "User Agreement for Non-Members: no redistribution outside the licensed organization",
         ),
         CorpusSpec(
             name=manifest.NAME,
@@ -60,6 +72,9 @@ REGISTRY: dict[str, CorpusSpec] = {
             default_splits=None,
             list_sources=manifest.list_sources,
             parse_source=manifest.parse_source,
+            license="unknown",
+            license_note="your own manifest: a license column gives each row's licence; "
+            "without one it is unknown",
         ),
     )
 }

@@ -44,6 +44,8 @@ class SourceUtterance:
     # the whole file's duration as the corpus states it (Common Voice clip_durations.tsv):
     # the plan uses it instead of reading the file's header
     duration_s: float | None = None
+    # the row's own licence (a manifest's license column); None: the corpus's (CorpusSpec)
+    license: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class CorpusSpec:
     # the language tags found under ROOT, as the layout writes them (None: not known before
     # parsing, as a manifest's language column)
     list_languages: Callable[[CorpusOptions], list[str]] | None = None
+    # the licence of the corpus's audio and transcripts, carried in every sample's metadata:
+    # an SPDX identifier, LicenseRef-... for a licence SPDX does not list, or "unknown"
+    license: str = "unknown"
+    license_note: str = ""  # where the licence is stated, and its terms in a line
 
     def check_splits(self, splits: Sequence[str]) -> list[str]:
         """A problem for each name in ``splits`` this layout does not have, with the nearest."""

@@ -1,9 +1,10 @@
 """A user's own manifest: a TSV (header line) or JSONL file, one utterance per row.
 
 Columns: ``path`` and ``language`` (required); ``id, speaker, transcript, split, start_s,
-end_s, lat, lon, gender, age, accent`` (optional). Paths are relative to the manifest's folder;
-a path that escapes it (``..``, an absolute path elsewhere, a symlink pointing outside) is a
-reject. A missing split is ``train``.
+end_s, lat, lon, gender, age, accent, license`` (optional; a row without a licence is
+``unknown``: name it, e.g. an SPDX identifier such as CC-BY-4.0). Paths are relative to the
+manifest's folder; a path that escapes it (``..``, an absolute path elsewhere, a symlink
+pointing outside) is a reject. A missing split is ``train``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ OPTIONAL_COLUMNS = (
     "gender",
     "age",
     "accent",
+    "license",
 )
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
@@ -217,6 +219,7 @@ def _parse_row(
         gender=gender,
         age=none_if_empty(row.get("age")),
         accent=none_if_empty(row.get("accent")),
+        license=none_if_empty(row.get("license")),
         transcript=none_if_empty(row.get("transcript")),
         lat=lat,
         lon=lon,

@@ -207,7 +207,11 @@ class FinalizeBuild(beam.DoFn):  # type: ignore[misc]
             "config_hash": self.config.config_hash(),
         }
         result = index.finalize_events(
-            self.config.out, element[1], self.config.max_error_rate, completed
+            self.config.out,
+            element[1],
+            self.config.max_error_rate,
+            completed,
+            options=self.config.identity(),
         )
         yield bool(result["ok"])
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxshard.pipelines.card import CARD_NAME, dataset_card
 from voxshard.pipelines.faults import crash_point
 from voxshard.pipelines.outdir import WORK_DIR, is_shard_path
 from voxshard.pipelines.records import Count, Reject
@@ -113,7 +114,9 @@ class StatsBuilder:
     writes and `voxshard verify` recomputes from the shards."""
 
     def __init__(self) -> None:
-        self.by = {name: _Tally() for name in ("language", "corpus", "split", "language_split")}
+        self.by = {
+            name: _Tally() for name in ("language", "corpus", "split", "language_split", "license")
+        }
         self.speakers: dict[str, set[str]] = defaultdict(set)
         self.transcribed: Counter[str] = Counter()
         self.code_switched: Counter[str] = Counter()
@@ -124,10 +127,11 @@ class StatsBuilder:
         """One shard's index rows (an Arrow table of the index schema)."""
         import pyarrow.compute as pc
 
-        columns = table.select(["language", "corpus", "split", "duration_s", "speaker"])
+        names = ["language", "corpus", "split", "duration_s", "speaker", "license"]
+        columns = table.select(names)
         cmis = pc.struct_field(table.column("transcript"), "cmi").to_pylist()
-        for lang, corpus, split, seconds, speaker, cmi in zip(
-            *(columns.column(i).to_pylist() for i in range(5)), cmis, strict=True
+        for lang, corpus, split, seconds, speaker, license_, cmi in zip(
+            *(columns.column(i).to_pylist() for i in range(len(names))), cmis, strict=True
         ):
             if cmi is not None:
                 self.transcribed[lang] += 1
@@ -136,6 +140,7 @@ class StatsBuilder:
             self.by["corpus"].add(corpus, seconds)
             self.by["split"].add(split, seconds)
             self.by["language_split"].add(f"{lang}/{split}", seconds)
+            self.by["license"].add(license_, seconds)
             if speaker is not None:
                 self.speakers[lang].add(speaker)
             self.total_s += seconds
@@ -167,6 +172,7 @@ class StatsBuilder:
             "by_corpus": self.by["corpus"].to_dict(),
             "by_split": self.by["split"].to_dict(),
             "by_language_split": self.by["language_split"].to_dict(),
+            "by_license": self.by["license"].to_dict(),
             "speakers": {
                 "total": len(set().union(*self.speakers.values())) if self.speakers else 0,
                 "by_language": {lang: len(s) for lang, s in sorted(self.speakers.items())},
@@ -205,7 +211,7 @@ class _HashingWriter:
         self.closed = True
 
 
-SEALED_FILES = ("utterances.parquet", "shards.jsonl", "rejects.jsonl", "stats.json")
+SEALED_FILES = ("utterances.parquet", "shards.jsonl", "rejects.jsonl", "stats.json", CARD_NAME)
 
 
 def finalize(
@@ -218,8 +224,10 @@ def finalize(
     max_error_rate: float,
     completed: dict[str, Any],
     clipped_samples: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write shards.jsonl, utterances.parquet, stats.json; COMPLETED last if all checks pass.
+    """Write shards.jsonl, utterances.parquet, stats.json, and when all checks pass the
+    dataset card (README.md, from ``options``: the build's identity) and COMPLETED last.
 
     The counts come from the files just written, not from pipeline counters. COMPLETED seals
     the build: it holds the sha256 of each index file (SEALED_FILES). Returns ``{"ok": bool,
@@ -295,13 +303,21 @@ def finalize(
     result = {"ok": not problems, "problems": problems, "stats": stats}
     storage.write_atomic(storage.join(out, WORK_DIR, "result.json"), dumps_json(result))
     if not problems:
+        card = dataset_card(stats, options or {}, str(completed.get("tool_version", "")))
+        card_payload = card.encode("utf-8")
+        storage.write_atomic(storage.join(out, CARD_NAME), card_payload)
+        digests[CARD_NAME] = hashlib.sha256(card_payload).hexdigest()
         seal = {**completed, "files": {name: digests[name] for name in SEALED_FILES}}
         storage.write_atomic(storage.join(out, "COMPLETED"), dumps_json(seal))
     return result
 
 
 def finalize_events(
-    out: str, events: Iterable[object], max_error_rate: float, completed: dict[str, Any]
+    out: str,
+    events: Iterable[object],
+    max_error_rate: float,
+    completed: dict[str, Any],
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Finalize from everything the steps reported: shard rows, rejects and counts (plan
     summaries are for progress and the dry run, not the index)."""
@@ -326,6 +342,7 @@ def finalize_events(
         max_error_rate,
         completed,
         clipped_samples=counts["clipped_samples"],
+        options=options,
     )
 
 

@@ -42,6 +42,8 @@ def summarize(out: str) -> dict[str, Any]:
         "rejected": stats["rejected"],
         "rejected_by_reason": stats["rejected_by_reason"],
         "speakers": stats["speakers"]["total"],
+        # utterances per licence (builds before sample schema 2 have none: "unknown")
+        "licenses": stats.get("by_license", {}).get("utterances", {"unknown": stats["written"]}),
         "hours": stats["hours"],
         "shards": {
             "count": len(sizes),

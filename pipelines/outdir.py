@@ -29,6 +29,7 @@ OUTPUT_ENTRIES = (
     "rejects.jsonl",
     "stats.json",
     "COMPLETED",
+    "README.md",  # the dataset card (pipelines/card.py)
     WORK_DIR,
     MARKER,
 )

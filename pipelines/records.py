@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from voxshard.corpora import CorpusOptions, SourceUtterance, origin_order
+from voxshard.corpora import CorpusOptions, SourceUtterance, get_corpus, origin_order
 from voxshard.corpora.geo_table import GeoTable
 from voxshard.encoders import language_coordinates
 from voxshard.normalizers import EMPTY, SOURCE_POLICY, Lexicon, normalize
@@ -203,6 +203,7 @@ def _sample(
         sample_rate=encoded.sample_rate,
         num_samples=encoded.num_samples,
         source=SourceRef(item.audio_path, start_s, end_s),
+        license=item.license or get_corpus(item.corpus).license,
     )
     return Sample(
         key=item.key,

@@ -1,7 +1,9 @@
-"""The sample record (schema version 1): what every ``<key>.json`` in a shard holds.
+"""The sample record (schema version 2): what every ``<key>.json`` in a shard holds.
 
 Field order here is the field order of the JSON and of ``utterances.parquet``. Unknown values
-are ``None`` (JSON ``null``), never ``""``.
+are ``None`` (JSON ``null``), never ``""``. Version 2 added ``license``: the licence the
+sample's audio and transcript come under (its corpus's, or a manifest row's own), so a mixed
+build stays traceable sample by sample.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENDERS = ("female", "male", "other")
 
 
@@ -53,6 +55,7 @@ class Utterance:
     sample_rate: int
     num_samples: int
     source: SourceRef
+    license: str  # an SPDX identifier (CC0-1.0, CC-BY-4.0), LicenseRef-..., or "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class Utterance:
                 "start_s": self.source.start_s,
                 "end_s": self.source.end_s,
             },
+            "license": self.license,
         }
 
     def to_json_bytes(self) -> bytes:
@@ -118,6 +122,7 @@ class Utterance:
             sample_rate=data["sample_rate"],
             num_samples=data["num_samples"],
             source=SourceRef(source["path"], source["start_s"], source["end_s"]),
+            license=data.get("license") or "unknown",  # version 1 samples carry none
         )
 
 
@@ -171,6 +176,7 @@ def arrow_schema(with_shard: bool = True) -> Any:
             ),
             nullable=False,
         ),
+        pa.field("license", pa.string(), nullable=False),
     ]
     if with_shard:
         fields.append(pa.field("shard", pa.string(), nullable=False))

@@ -3,9 +3,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,14 @@ import webdataset as wds
 from scipy.signal import resample_poly
 
 from conftest import tone, tree_digest, write_audio, write_tsv
+from voxshard.corpora import get_corpus
 from voxshard.pipelines.build import build_pipeline
 from voxshard.pipelines.config import BuildConfig
 from voxshard.pipelines.outdir import prepare_output
 from voxshard.pipelines.plan import FLAC_RATIO_ESTIMATE
 from voxshard.pipelines.runner import run_build
 from voxshard.pipelines.shards import archive_bytes
-from voxshard.schemas import BuildError, ConfigError
+from voxshard.schemas import SCHEMA_VERSION, BuildError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,8 +48,21 @@ def check_contract(out: Path) -> dict[str, Any]:
     assert stats["discovered"] == stats["written"] + stats["rejected"]
     assert stats["written"] == len(index) == sum(s["num_samples"] for s in shards)
     assert stats["rejected"] == len(rejects)
-    assert json.loads((out / "COMPLETED").read_text())["schema_version"] == 1
+    assert json.loads((out / "COMPLETED").read_text())["schema_version"] == SCHEMA_VERSION == 2
     assert not (out / ".work").exists()
+    for row in index:  # every sample carries its corpus's licence (a manifest row: its own)
+        if row["corpus"] != "manifest":
+            assert row["license"] == get_corpus(row["corpus"]).license != "unknown"
+    licensed = Counter(row["license"] for row in index)
+    assert stats["by_license"]["utterances"] == dict(sorted(licensed.items()))
+    card = (out / "README.md").read_text(encoding="utf-8")  # the dataset card
+    for name, count in licensed.items():
+        assert f"| {name} | {count:,} | {stats['by_license']['hours'][name]:.3f} |" in card
+    for lang, count in stats["by_language"]["utterances"].items():
+        speakers = stats["speakers"]["by_language"].get(lang, 0)
+        assert re.search(rf"^\| {lang} \(.+\) \|.* \| {count:,} \| {speakers:,} \|$", card, re.M)
+    for reason, count in stats["rejected_by_reason"].items():
+        assert f"| {reason} | {count:,} |" in card
     by_key = {row["key"]: row for row in index}
     assert len(by_key) == len(index)  # keys unique
     for shard in shards:
@@ -110,6 +126,7 @@ def test_commonvoice_round_trip(cv_root: Path, tmp_path: Path) -> None:
         "sample_rate": 16000,
         "num_samples": record["num_samples"],
         "source": {"path": "en/clips/common_voice_en_1.mp3", "start_s": None, "end_s": None},
+        "license": "CC0-1.0",
     }
     # the audio is the source, resampled: compare with an independent resampler
     source, rate = sf.read(cv_root / "en/clips/common_voice_en_1.mp3", dtype="float32")

@@ -36,6 +36,7 @@ def test_tsv_manifest_full_row(tmp_path: Path) -> None:
         "gender",
         "age",
         "accent",
+        "license",
     ]
     write_tsv(
         tmp_path / "m.tsv",
@@ -55,8 +56,9 @@ def test_tsv_manifest_full_row(tmp_path: Path) -> None:
                 "f",
                 "thirties",
                 "Delhi",
+                "CC-BY-SA-4.0",
             ],
-            ["", "audio/b.flac", "eng", "", "", "", "", "", "", "", "", "", ""],
+            ["", "audio/b.flac", "eng", "", "", "", "", "", "", "", "", "", "", ""],
         ],
     )
     first, second = parse(tmp_path / "m.tsv")
@@ -73,6 +75,7 @@ def test_tsv_manifest_full_row(tmp_path: Path) -> None:
         gender="female",
         age="thirties",
         accent="Delhi",
+        license="CC-BY-SA-4.0",
         transcript='a "quoted',
         lat=28.6,
         lon=77.2,

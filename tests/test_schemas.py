@@ -116,6 +116,7 @@ def _utterance() -> Utterance:
         sample_rate=16000,
         num_samples=24000,
         source=SourceRef("a.wav", 0.5, 2.0),
+        license="CC-BY-4.0",
     )
 
 
@@ -140,15 +141,20 @@ def test_utterance_json_round_trip_and_schema() -> None:
         "sample_rate",
         "num_samples",
         "source",
+        "license",
     ]
     assert "नमस्ते" in payload.decode("utf-8")  # not escaped
     assert Utterance.from_dict(data) == utterance
     jsonschema.validate(data, json_schema())
+    # a version-1 sample (no licence) still reads; its licence is unknown
+    old = {k: v for k, v in data.items() if k != "license"}
+    assert Utterance.from_dict(old).license == "unknown"
 
 
 def test_json_schema_refuses_empty_strings_and_bad_keys() -> None:
     data = _utterance().to_dict()
-    for field, value in [("speaker", ""), ("key", "a.b"), ("language", "en"), ("gender", "f")]:
+    cases = [("speaker", ""), ("key", "a.b"), ("language", "en"), ("gender", "f"), ("license", "")]
+    for field, value in cases:
         broken = {**data, field: value}
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, json_schema())

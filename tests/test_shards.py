@@ -119,6 +119,7 @@ def test_index_rows_from_json_match_python_rows() -> None:
             "sample_rate": 16000,
             "num_samples": 16000,
             "source": SourceRef("a.wav", None, None),
+            "license": "CC0-1.0",
         }
         fields.update(changes)
         return Utterance(**fields).to_json_bytes()  # type: ignore[arg-type]

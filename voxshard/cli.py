@@ -239,6 +239,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"discovered {summary['discovered']}, written {summary['written']}, rejected "
         f"{summary['rejected']}; {summary['speakers']} speakers; {summary['hours']:.4f} h"
     )
+    licenses = ", ".join(f"{name} ({count})" for name, count in summary["licenses"].items())
+    console.print(f"licences: {licenses or 'none'}")
     if summary["rejected_by_reason"]:
         rejects = Table(title="rejects by reason")
         rejects.add_column("reason")
