@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from voxshard.pipelines.faults import crash_point
@@ -105,7 +105,22 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 
 
 def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
-    """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256).
+    """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256)."""
+
+    def members() -> Iterator[tuple[str, bytes]]:
+        for sample in samples:
+            yield f"{sample.key}.flac", sample.flac
+            yield f"{sample.key}.json", sample.json
+            crash_point("tar-partial")
+
+    count, digest = write_members(path, members())
+    crash_point("shard-written")
+    return count, digest
+
+
+def write_members(path: str, members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
+    """Write (name, payload) members to a tar at ``path`` atomically, in the given order, with
+    the fixed headers above. Returns (num_bytes, sha256).
 
     Members are written as tarfile's GNU format would (header blocks, data, zero padding to
     512, two end blocks, padding to the 10240-byte record), one write each.
@@ -120,14 +135,27 @@ def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
             handle.write(chunk)
             count += len(chunk)
 
-        for sample in samples:
-            for suffix, payload in (("flac", sample.flac), ("json", sample.json)):
-                info = _tarinfo(f"{sample.key}.{suffix}", len(payload))
-                emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
-                emit(payload)
-                emit(bytes(-len(payload) % TAR_BLOCK))
-            crash_point("tar-partial")
+        for name, payload in members:
+            info = _tarinfo(name, len(payload))
+            emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+            emit(payload)
+            emit(bytes(-len(payload) % TAR_BLOCK))
         end = 2 * TAR_BLOCK
         emit(bytes(end + (-(count + end) % TAR_RECORD)))
-    crash_point("shard-written")
     return count, digest.hexdigest()
+
+
+def read_samples(path: str) -> Iterator[tuple[str, bytes, bytes]]:
+    """(key, FLAC bytes, JSON bytes) of every sample of a shard (a path or a URL), in order.
+    A member without its pair is skipped (``voxshard verify`` names it)."""
+    from voxshard.schemas.tario import iter_members
+
+    flac: tuple[str, bytes] | None = None
+    with storage.open_read(path) as stream:
+        for name, payload in iter_members(stream):
+            key, _, suffix = name.partition(".")
+            if suffix == "flac":
+                flac = (key, payload)
+            elif suffix == "json" and flac is not None and flac[0] == key:
+                yield key, flac[1], payload
+                flac = None

@@ -37,6 +37,9 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert written > 0 and lines[1].startswith(f"{written} index rows;")
     assert lines[2].startswith("commonvoice_en_") and " 16000 (" in lines[2]
     assert lines[3].endswith("shards planned; nothing written")
+    train = int(lines[4].split()[0])
+    assert 0 < train < written and lines[4].endswith("train samples as Lhotse Shar")
+    assert (tmp_path / "lhotse" / "cv" / "train" / "cuts.000000.jsonl.gz").exists()
     assert not (tmp_path / "shards" / "cv-8k").exists()
 
 

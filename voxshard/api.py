@@ -170,31 +170,41 @@ def similarity(builds: Sequence[str], out: str, **options: Any) -> dict[str, Any
     return run_similarity(SimilarityConfig(builds=tuple(builds), out=out, **options))
 
 
+def export(
+    fmt: str,
+    build: str,
+    out: str,
+    *,
+    splits: Sequence[str] | None = None,
+    languages: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """``voxshard export``: write the finished build at ``build`` into ``out`` as ``fmt``
+    ("lhotse": Shar, "hf": Hugging Face Parquet + card, "nemo": tarred audio + manifests).
+    Returns a summary (samples, shards, how to read it)."""
+    from voxshard.pipelines.export import export as run_export
+
+    return run_export(fmt, build, out, splits, languages, overwrite)
+
+
 def read_shard(path: str, decode: bool = True) -> Iterator[dict[str, Any]]:
     """The samples of one shard, as ``Build.samples`` gives them."""
     import soundfile as sf
 
-    from voxshard.schemas.tario import iter_members
+    from voxshard.pipelines.shards import read_samples
 
-    flac: tuple[str, bytes] | None = None
-    with storage.open_read(path) as stream:
-        for name, payload in iter_members(stream):
-            key, _, suffix = name.partition(".")
-            if suffix == "flac":
-                flac = (key, payload)
-            elif suffix == "json" and flac is not None and flac[0] == key:
-                metadata = json.loads(payload)
-                sample: dict[str, Any] = {
-                    "key": key,
-                    "metadata": metadata,
-                    "sample_rate": metadata["sample_rate"],
-                }
-                if decode:
-                    sample["audio"], _rate = sf.read(io.BytesIO(flac[1]), dtype="float32")
-                else:
-                    sample["audio"] = flac[1]
-                yield sample
-                flac = None
+    for key, flac, payload in read_samples(path):
+        metadata = json.loads(payload)
+        sample: dict[str, Any] = {
+            "key": key,
+            "metadata": metadata,
+            "sample_rate": metadata["sample_rate"],
+        }
+        if decode:
+            sample["audio"], _rate = sf.read(io.BytesIO(flac), dtype="float32")
+        else:
+            sample["audio"] = flac
+        yield sample
 
 
 def _jsonl(path: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
@@ -290,6 +291,54 @@ def verify(
             f"{summary['rejected']} rejects accounted for"
         )
     _exit_now(1 if problems else 0)
+
+
+def _export_help() -> str:
+    from voxshard.pipelines.export import iter_formats
+
+    return "; ".join(f"{name}: {summary}" for name, summary in iter_formats())
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=_export_help())],
+    build: Annotated[str, typer.Argument(help="a finished build's folder (or URL)")],
+    out: Annotated[str, typer.Argument(help="an empty or new folder for the export")],
+    splits: Annotated[
+        str | None, typer.Option(help="comma-separated splits (default: all)")
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="comma-separated languages (default: all)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an export of other options")] = False,
+) -> None:
+    """Export a build for lhotse (Shar), Hugging Face datasets (Parquet) or NeMo (tarred
+    audio + manifests); the audio is the build's FLAC bytes, never re-encoded."""
+    from voxshard.pipelines.export import export as run_export
+
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 10.0:
+            last[0] = now
+            typer.echo(f"exported {done}/{total} shard(s)", err=True)
+
+    try:
+        result = run_export(
+            fmt, build, out, _split_list(splits), _split_list(languages), overwrite, progress
+        )
+    except VoxshardError as error:
+        _fail(error, 2)
+    except OSError as error:
+        _fail(error, 1)
+    if result.get("already_done"):
+        typer.echo(f"{out} already holds this export ({result['samples']} samples): nothing to do")
+    else:
+        typer.echo(
+            f"{result['samples']} samples in {result['shards']} shard(s) -> {out}; "
+            f"read with {result['read_with']}"
+        )
 
 
 def _exit_now(code: int) -> NoReturn:
