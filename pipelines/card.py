@@ -21,8 +21,11 @@ UNKNOWN_LICENSE = "unknown"
 
 def dataset_card(stats: Mapping[str, Any], options: Mapping[str, Any], tool_version: str) -> str:
     """The Markdown card of a build from its stats.json and its options (BuildConfig's
-    identity: what decides the bytes)."""
+    identity: what decides the bytes; ROOT is left out)."""
     corpus = str(options.get("source", ""))
+    # where ROOT was is the builder's business (and differs between a copy on disk and one in
+    # a bucket): the card describes the data, so the same data gives the same card
+    shown = {name: value for name, value in options.items() if name != "root"}
     spec = REGISTRY.get(corpus)
     lines = [
         f"# voxshard build: {corpus}",
@@ -36,7 +39,6 @@ def dataset_card(stats: Mapping[str, Any], options: Mapping[str, Any], tool_vers
         "## Source",
         "",
         f"- corpus: `{corpus}`" + (f": {spec.summary}" if spec else ""),
-        f"- ROOT: `{options.get('root', '')}`",
         "",
         "## Licence",
         "",
@@ -81,7 +83,7 @@ def dataset_card(stats: Mapping[str, Any], options: Mapping[str, Any], tool_vers
         "## Build options",
         "",
         "```json",
-        json.dumps(dict(options), indent=2, sort_keys=True, ensure_ascii=False),
+        json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False),
         "```",
         "",
         "## Files",

@@ -53,3 +53,21 @@ def summarize(out: str) -> dict[str, Any]:
             "max_mb": max(sizes) / 1e6 if sizes else 0.0,
         },
     }
+
+
+def hours_picture(out: str, path: str) -> None:
+    """The build's hours per language (stacked by split) and utterance durations per
+    language, as a PNG at ``path`` (a path or URL)."""
+    import pyarrow.parquet as pq
+
+    from voxshard.pipelines.plots import hours_figure
+
+    stats = json.loads(storage.read_bytes(storage.join(out, "stats.json")))
+    with storage.open_read(storage.join(out, "utterances.parquet")) as handle:
+        table = pq.read_table(handle, columns=["language", "duration_s"], use_threads=False)
+    durations: dict[str, list[float]] = {}
+    for lang, seconds in zip(
+        table.column("language").to_pylist(), table.column("duration_s").to_pylist(), strict=True
+    ):
+        durations.setdefault(lang, []).append(seconds)
+    hours_figure(stats, durations, path)

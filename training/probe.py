@@ -116,6 +116,7 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
     if len({language for _, language, _, _ in rows}) < 2:
         raise ConfigError(f"{build!r}: a language-ID probe needs at least two languages")
     has_eval = any(split in ("dev", "test") for _, _, split, _ in rows)
+    evaluated_on = "dev/test" if has_eval else "30% held out by key hash"
     evaluate = [
         (split in ("dev", "test")) if has_eval else held_out(key) for key, _, split, _ in rows
     ]
@@ -136,7 +137,7 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
     report = {
         "train_utterances": int(train_mask.sum()),
         "eval_utterances": int((~train_mask).sum()),
-        "evaluated_on": "dev/test" if has_eval else "30% held out by key hash",
+        "evaluated_on": evaluated_on,
         "accuracy": float((predicted == truth).mean()),
         "macro_f1": float(
             f1_score(truth, predicted, labels=languages, average="macro", zero_division=0)
@@ -147,33 +148,62 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
         },
         "languages": languages,
         "confusion": matrix.tolist(),
+        "chance": 1.0 / len(languages),
     }
     folder = os.path.join(run, "probe")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
-    _plot_confusion(matrix, languages, report["accuracy"], os.path.join(folder, "confusion.png"))
+    _plot_confusion(
+        matrix, languages, report["accuracy"], evaluated_on, os.path.join(folder, "confusion.png")
+    )
     return report
 
 
-def _plot_confusion(matrix: np.ndarray, languages: list[str], accuracy: float, path: str) -> None:
+def _plot_confusion(
+    matrix: np.ndarray, languages: list[str], accuracy: float, evaluated_on: str, path: str
+) -> None:
+    """Counts with each row's recall as the colour (so rare languages are as readable as
+    common ones), the evaluation split, N and the chance level in the title."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(4.0, 0.5 * len(languages) + 2.5)
+    count = len(languages)
+    size = max(5.5, 0.5 * count + 3.0)
     figure, axes = plt.subplots(figsize=(size + 1, size))
-    image = axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(languages)), languages, rotation=90)
-    axes.set_yticks(range(len(languages)), languages)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    for i in range(len(languages)):
-        for j in range(len(languages)):
-            axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8)
-    axes.set_title(f"language-ID probe: accuracy {accuracy:.3f}")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    totals = matrix.sum(axis=1, keepdims=True)
+    recall = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = axes.imshow(recall, cmap="Blues", vmin=0.0, vmax=1.0)
+    labels = [f"{lang} (n={int(n)})" for lang, n in zip(languages, totals[:, 0], strict=True)]
+    axes.set_xticks(range(count), languages, rotation=90)
+    axes.set_yticks(range(count), labels)
+    axes.set_xlabel("predicted language")
+    axes.set_ylabel("true language (n = utterances)")
+    for i in range(count):
+        for j in range(count):
+            axes.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if recall[i, j] > 0.6 else "black",
+            )
+    total = int(matrix.sum())
+    figure.suptitle(
+        f"language-ID probe on {evaluated_on}: accuracy {accuracy:.3f} "
+        f"(chance {1.0 / count:.3f}), N = {total}",
+        fontsize=11,
+    )
+    axes.set_title("colour: share of the row (recall); numbers: utterances", fontsize=9)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true language")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
+    storage.write_atomic(path, buffer.getvalue())

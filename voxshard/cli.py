@@ -257,15 +257,37 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-def inspect(out: Annotated[str, typer.Argument(help="a build's output folder")]) -> None:
-    """Show hours and utterances per language and split, rejects by reason, shard sizes."""
-    from voxshard.pipelines.inspect import summarize
+def inspect(
+    out: Annotated[str, typer.Argument(help="a build's output folder")],
+    plot: Annotated[
+        str | None,
+        typer.Option(help="also draw hours per language and durations into this PNG"),
+    ] = None,
+    card: Annotated[bool, typer.Option(help="print the dataset card (OUT/README.md)")] = False,
+) -> None:
+    """Show hours and utterances per language and split, rejects by reason, licences, shard
+    sizes; --plot draws them, --card prints the dataset card."""
+    from voxshard.pipelines.inspect import hours_picture, summarize
 
     try:
         summary = summarize(out)
+        if card:
+            from voxshard.schemas import storage
+
+            card_path = storage.join(out, "README.md")
+            if not storage.isfile(card_path):
+                raise ConfigError(f"{out!r} has no dataset card: rebuild it with this voxshard")
+            typer.echo(storage.read_bytes(card_path).decode("utf-8"))
+            return
+        if plot is not None:
+            hours_picture(out, plot)
     except VoxshardError as error:
         _fail(error, 2)
+    except OSError as error:
+        _fail(error, 1)
     _print_summary(summary)
+    if plot is not None:
+        typer.echo(f"picture: {plot}")
 
 
 @app.command()
@@ -368,7 +390,7 @@ def demo(
     _setup_logging(False)
     from voxshard.pipelines import demo as generators
     from voxshard.pipelines.config import BuildConfig
-    from voxshard.pipelines.inspect import summarize
+    from voxshard.pipelines.inspect import hours_picture, summarize
     from voxshard.pipelines.runner import run_build
 
     # (source, generator, max error rate): the small trees hold deliberately bad rows
@@ -396,6 +418,10 @@ def demo(
             run_build(config, overwrite=True)
             typer.echo(f"== {source} ==")
             _print_summary(summarize(build_out))
+            picture = os.path.join(out, "pictures", f"hours_{source}.png")
+            os.makedirs(os.path.dirname(picture), exist_ok=True)
+            hours_picture(build_out, picture)
+            typer.echo(f"hours per language and durations: {picture}")
         builds = [os.path.join(out, "build", source) for source, _, _ in layouts]
         _demo_similarity_and_training(out, builds, steps)
     except VoxshardError as error:
