@@ -27,6 +27,7 @@ from typing import Any
 
 from voxshard.corpora import get_corpus
 from voxshard.pipelines.config import BuildConfig
+from voxshard.pipelines.decoder_notes import quiet_decoder_notes
 from voxshard.pipelines.outdir import WORK_DIR, build_lock, prepare_output, remove_work_dir
 from voxshard.pipelines.progress import Progress
 from voxshard.schemas import BuildError, ConfigError, storage
@@ -345,7 +346,9 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(pipeline, config, sources, buckets=buckets(plan, config))
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
-    with reporter, _stop_on_interrupt(config.out):
+    # the progress reporter has looked at the terminal; now libmpg123's notes may be filtered
+    quiet = quiet_decoder_notes(enabled=not LOG.isEnabledFor(logging.DEBUG))
+    with reporter, _stop_on_interrupt(config.out), quiet:
         _run_and_wait(pipeline)
     result_path = storage.join(config.out, WORK_DIR, "result.json")
     if not storage.exists(result_path):
