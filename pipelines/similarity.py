@@ -14,7 +14,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -204,10 +204,17 @@ def language_matrices(
 
 
 def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
+    """Every output file of ``voxshard similarity`` into ``config.out`` (a folder or a URL:
+    written locally, then uploaded file by file when all of them are done)."""
+    with storage.local_folder(config.out) as local:
+        return _similarity(config, local)
+
+
+def _similarity(config: SimilarityConfig, out: str) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    os.makedirs(config.out, exist_ok=True)
+    config = replace(config, out=out)
     found, speakers = collect(config.builds)
     languages = sorted(found | {resolve_language(tag) for tag in config.languages})
     LOG.info("similarity: %d languages, %d speakers", len(languages), len(speakers))

@@ -14,6 +14,7 @@ import io
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,3 +205,23 @@ def remove_tree(path: str) -> None:
     fs, inner = _fs(path)
     if fs.exists(inner):
         fs.rm(inner, recursive=True)
+
+
+@contextmanager
+def local_folder(path: str) -> Iterator[str]:
+    """A local folder to write ``path``'s files into: ``path`` itself when it is local; for a
+    URL, a temporary folder whose files are uploaded under the URL (each atomically) when
+    the block completes, and discarded if it fails. For outputs that libraries write by file
+    name (numpy, matplotlib, Parquet writers)."""
+    if not is_remote(path):
+        os.makedirs(_local(path), exist_ok=True)
+        yield _local(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="voxshard-out-") as staging:
+        yield staging
+        for relative in walk_files(staging):
+            with (
+                open(os.path.join(staging, relative), "rb") as source,
+                atomic_writer(join(path, relative)) as target,
+            ):
+                shutil.copyfileobj(source, target, READ_BUFFER_BYTES)

@@ -275,3 +275,24 @@ def test_similarity_and_the_probe_read_builds_at_urls(
         "eng",
         "pol",
     }
+    # similarity's outputs at a URL: the same files, byte for byte, as in a local folder
+    sim_url = storage.join(memory_url, "sim")
+    run_similarity(SimilarityConfig(builds=(build,), out=sim_url, plots=True))
+    run_similarity(SimilarityConfig(builds=(build,), out=str(tmp_path / "sim2"), plots=True))
+    remote, local = read_tree(sim_url), local_tree(tmp_path / "sim2")
+    assert sorted(remote) == sorted(local) and "geo.png" in remote
+    assert {k: v for k, v in remote.items() if not k.endswith(".png")} == {
+        k: v for k, v in local.items() if not k.endswith(".png")
+    }
+
+
+def test_local_folder_uploads_only_a_finished_block(memory_url: str) -> None:
+    target = storage.join(memory_url, "staged")
+    with pytest.raises(RuntimeError), storage.local_folder(target) as folder:
+        Path(folder, "a.txt").write_text("a")
+        raise RuntimeError("failed half way")
+    assert not storage.exists(storage.join(target, "a.txt"))
+    with storage.local_folder(target) as folder:
+        Path(folder, "sub").mkdir()
+        Path(folder, "sub", "b.bin").write_bytes(b"bb")
+    assert storage.read_bytes(storage.join(target, "sub", "b.bin")) == b"bb"
