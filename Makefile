@@ -8,7 +8,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 # On a GPU machine: make setup TORCH='torch --index-url https://download.pytorch.org/whl/cu128'
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint format typecheck check bench bench-scale clean
+.PHONY: setup demo test test-all lint format typecheck check bench bench-scale bench-train clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,14 @@ bench: setup
 # issue #8's scale check: peak RSS of a 10k vs a 100k-utterance build (~5 minutes)
 bench-scale: setup
 	$(BIN)/python benchmarks/run.py memory-scale
+
+# the training step (synthetic batches) and the loader (the demo's builds); on a GPU machine
+# add PRESET=base or PRESET=large (see README "Training")
+PRESET ?= tiny
+bench-train: demo
+	$(BIN)/voxshard bench-train demo-out/build/commonvoice demo-out/build/voxpopuli \
+		demo-out/build/mls demo-out/build/babel --mode both --preset $(PRESET) \
+		--json benchmarks/results/train-$(PRESET).json
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .mypy-tree .ruff_cache

@@ -239,11 +239,11 @@ def test_quantizer_is_frozen_and_training_reduces_the_loss(
         str(run),
         config("optim.max_steps=50", "optim.warmup_steps=5"),
     )
-    before = [t.clone() for t in trainer.quantizer.buffers()]
-    assert not list(trainer.quantizer.parameters())
+    before = [t.clone() for t in trainer.objective.quantizer.buffers()]
+    assert not list(trainer.objective.quantizer.parameters())
     last = trainer.train()
     assert last["step"] == 50
-    for old, new in zip(before, trainer.quantizer.buffers(), strict=True):
+    for old, new in zip(before, trainer.objective.quantizer.buffers(), strict=True):
         assert torch.equal(old, new)
     ssl = [m["loss_ssl"] for m in metrics(run)]
     assert np.mean(ssl[-10:]) < np.mean(ssl[:5]) - 0.3
@@ -276,6 +276,8 @@ def test_resumed_run_continues_exactly(two_language_build: Path, tmp_path: Path)
             "audio_s_per_s": p["audio_s_per_s"],
             "data_wait_fraction": p["data_wait_fraction"],
             "memory_mb": p["memory_mb"],
+            "model_tflops_per_s": p["model_tflops_per_s"],  # timings: the rest is exact
+            "rss_mb": p["rss_mb"],
         }
         for m, p in zip(metrics(whole), metrics(paused), strict=True)
     ]
@@ -494,6 +496,62 @@ def test_probe_cli(two_language_build: Path, tmp_path: Path) -> None:
         f1s.append(f1)
     assert report["macro_f1"] == pytest.approx(float(np.mean(f1s)))
     assert (run / "probe" / "confusion.png").stat().st_size > 1000
+    assert report["layer"] == 2 == report["layers_in_model"] and len(report["layers"]) == 1
+    # every block, each with its own probe; the last one is the report's
+    every = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxshard",
+            "probe",
+            str(run),
+            str(two_language_build),
+            "--layer",
+            "all",
+            "--batch-seconds",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert every.returncode == 0, every.stderr
+    layers = json.loads((run / "probe" / "report.json").read_text())["layers"]
+    assert [row["layer"] for row in layers] == [1, 2]
+    assert layers[1]["accuracy"] == pytest.approx(report["accuracy"])
+    assert "layer  1: accuracy" in every.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxshard",
+            "probe",
+            str(run),
+            str(two_language_build),
+            "--layer",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "block number 1..2" in bad.stderr
+
+
+def test_batched_embeddings_equal_one_clip_at_a_time() -> None:
+    from voxshard.training.model import build_encoder
+    from voxshard.training.probe import embed
+
+    torch.manual_seed(0)
+    encoder = build_encoder("tiny", 80, 0.0).eval()
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 24000, 16400, 4000)]
+    batched = embed(encoder, clips, 80, batch_seconds=10.0)
+    single = np.stack([embed(encoder, [clip], 80)[0] for clip in clips])
+    assert batched.shape == (4, 2, 64)  # clips x blocks x d_model
+    np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
 def test_probe_skips_a_corrupt_sample(two_language_build: Path, tmp_path: Path) -> None:
@@ -613,14 +671,18 @@ def test_the_sample_rate_comes_from_the_build(two_language_build: Path, tmp_path
     run_build(BuildConfig("manifest", str(root / "m.tsv"), str(narrow), sample_rate=8000))
     run = tmp_path / "run"
     trainer = Trainer([str(narrow)], None, str(run), config("optim.max_steps=2"))
-    assert trainer.sample_rate == 8000 and trainer.logmel.n_fft == 200 and trainer.logmel.hop == 80
+    assert (
+        trainer.sample_rate == 8000
+        and trainer.objective.logmel.n_fft == 200
+        and trainer.objective.logmel.hop == 80
+    )
     batch = trainer.sampler.next_batch()
     assert batch.seconds == pytest.approx(float(batch.lengths.sum()) / 8000)
     assert all(batch.geo_from_language)  # the build placed them at their languages
     batch.lat_lon[:] = np.nan
     batch.geo_from_language[:] = [False] * len(batch.keys)
     batch.lat_lon[0] = (52.23, 21.01)  # one utterance with its own location
-    vectors, labels, from_language = trainer.metadata(batch)
+    vectors, labels, from_language = trainer.objective.metadata(batch)
     assert from_language == pytest.approx((len(batch.keys) - 1) / len(batch.keys))
     assert vectors["geo"].shape == (len(batch.keys), 3) and labels["language"].shape[0] == len(
         batch.keys
@@ -673,3 +735,84 @@ def test_validation_pass_on_the_dev_split(two_language_build: Path, tmp_path: Pa
     again = trainer.validate()  # the same masks every time: a fixed model scores the same
     assert again == trainer.validate()
     assert again["val_loss_ssl"] == validated[1]["val_loss_ssl"]
+
+
+def test_flop_count_matches_torch_flop_counter() -> None:
+    """The analytic count (training/flops.py) against PyTorch's own FlopCounterMode on a real
+    forward and backward of the SpeechModel, padded batch included."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from voxshard.training.flops import mfu, model_flops, peak_flops
+    from voxshard.training.model import SpeechModel
+
+    for preset, batch, frames in [("tiny", 3, 403), ("tiny", 1, 1203)]:
+        settings = load_config(None, [f"model.preset={preset}"])
+        model = SpeechModel(settings, 16)
+        lengths = torch.tensor([frames] + [frames // 2] * (batch - 1))
+        metadata = {"language": torch.randn(batch, 16), "geo": torch.randn(batch, 3)}
+        with FlopCounterMode(display=False) as counter:
+            _hidden, _mask, logits, heads = model(torch.randn(batch, frames, 80), lengths, metadata)
+            forward = counter.get_total_flops()
+            loss = logits.square().mean() + sum(q.square().mean() for q, _p in heads.values())
+            loss.backward()
+        counted = counter.get_total_flops()
+        ssl = settings.bestrq.codebook_size * settings.bestrq.num_codebooks
+        estimate = model_flops(
+            preset, 80, batch, frames, ssl, tuple((64, settings.masr.projection_dim) for _ in heads)
+        )
+        assert estimate.forward == forward  # every matmul and convolution, exactly
+        # the counter charges a strided convolution's input gradient over the input's size
+        assert estimate.total == pytest.approx(counted, rel=0.05)
+    # GFLOP per audio-second of the base preset (attention makes longer clips dearer)
+    four = model_flops("base", 80, 2, 398, 8192).total / 8.0 / 1e9  # 2 x 4 s: 398 frames
+    ten = model_flops("base", 80, 1, 998, 8192).total / 10.0 / 1e9
+    assert four == pytest.approx(22.43, abs=0.01) and ten == pytest.approx(23.07, abs=0.01)
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12 and peak_flops("cpu") is None
+    assert mfu(989.4e12 * 0.4, 1.0, 989.4e12) == pytest.approx(0.4)
+
+
+def test_bench_train_on_cpu_and_mfu_and_tensorboard_in_metrics(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "bench-train",
+        str(two_language_build),
+        "--mode",
+        "both",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--peak-tflops",
+        "1.5",
+        "--json",
+        str(tmp_path / "bench.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    model = figures["model"]
+    assert model["preset"] == "tiny" and model["steps_timed"] == 2 and model["precision"] == "fp32"
+    assert model["audio_s_per_s"] == pytest.approx(16.0 / model["step_s_median"], rel=0.01)
+    assert model["mfu"] == pytest.approx(model["model_tflops_per_s"] / 1.5, rel=0.01)
+    assert figures["loader"]["audio_s_per_s"] > 0 and figures["loader"]["batches"] == 2
+    assert 0.0 <= figures["data_wait_estimate"] <= 1.0
+    assert "model: device cpu" in result.stdout
+    bad = run_cli("bench-train", "--mode", "loader")
+    assert bad.returncode == 2 and "needs build folders" in bad.stderr
+
+    run = tmp_path / "run"
+    Trainer(
+        [str(two_language_build)],
+        None,
+        str(run),
+        config("optim.max_steps=3", "run.peak_tflops=2", "run.tensorboard=true"),
+    ).train()
+    rows = metrics(run)
+    assert all(r["mfu"] == pytest.approx(r["model_tflops_per_s"] / 2, abs=1e-4) for r in rows)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = [event.value for event in events.Scalars("loss")]
+    assert losses == pytest.approx([r["loss"] for r in rows], rel=1e-5)
+    assert [event.step for event in events.Scalars("mfu")] == [1, 2, 3]

@@ -56,18 +56,23 @@ def span_mask(
     lengths: torch.Tensor, time: int, probability: float, span: int, generator: torch.Generator
 ) -> torch.Tensor:
     """(B, T) boolean: each real frame starts a masked span of ``span`` frames with
-    ``probability``; at least one span per utterance so every example has targets."""
+    ``probability``; at least one span per utterance so every example has targets.
+
+    Made where ``lengths`` is (the generator must be on that device), without a host
+    round trip: no Python loop over rows, no ``.item()``."""
+    device = lengths.device
     batch = lengths.shape[0]
-    starts = torch.rand(batch, time, generator=generator) < probability
-    valid = torch.arange(time)[None, :] < lengths[:, None]
-    starts &= valid
-    for row in range(batch):
-        if not starts[row].any():
-            limit = max(1, int(lengths[row]) - span)
-            starts[row, int(torch.randint(0, limit, (1,), generator=generator))] = True
-    masked = torch.zeros(batch, time, dtype=torch.bool)
-    for offset in range(span):
-        masked[:, offset:] |= starts[:, : time - offset]
+    valid = torch.arange(time, device=device)[None, :] < lengths[:, None]
+    starts = (torch.rand(batch, time, generator=generator, device=device) < probability) & valid
+    # a row without a start gets one, uniform over the positions a whole span fits
+    limit = (lengths - span).clamp(min=1)
+    forced = (torch.rand(batch, generator=generator, device=device) * limit).long()
+    forced = torch.minimum(forced, limit - 1)
+    rows = torch.arange(batch, device=device)
+    starts[rows, forced] |= ~starts.any(dim=1)
+    # frame t is masked when a span starts within the ``span`` frames up to it
+    padded = nn.functional.pad(starts.float()[:, None, :], (span - 1, 0))
+    masked = nn.functional.max_pool1d(padded, kernel_size=span, stride=1)[:, 0, :] > 0
     return masked & valid
 
 

@@ -112,6 +112,10 @@ class RunConfig:
     validate_every: int = 1000  # held-out pass on the builds' validation split; 0: never
     validation_split: str = "dev"
     validation_utterances: int = 128  # spread evenly over the split's languages
+    # MFU's denominator in TFLOP/s; 0: the GPU's dense bf16 peak from training/flops.py
+    # (CPUs have none: MFU is then left out of the metrics)
+    peak_tflops: float = 0.0
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars (RUN/tensorboard)
 
 
 @dataclass
@@ -153,6 +157,8 @@ class TrainConfig:
             problems.append("run.keep_checkpoints must be >= 1")
         if self.run.validate_every < 0 or self.run.validation_utterances < 1:
             problems.append("run: validate_every >= 0 and validation_utterances >= 1")
+        if self.run.peak_tflops < 0:
+            problems.append("run.peak_tflops must be >= 0 (0: from the GPU's name)")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1 or self.run.threads < 1:
             problems.append("run: checkpoint_every, log_every and threads must be >= 1")
         if problems:

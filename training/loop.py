@@ -17,22 +17,15 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from voxshard.encoders import LanguageEncoder, language_coordinates, unit_vectors
+from voxshard.encoders import LanguageEncoder
 from voxshard.schemas import ConfigError
-from voxshard.training.bestrq import (
-    STACK,
-    RandomProjectionQuantizer,
-    label_mask,
-    span_mask,
-    stack_and_normalize,
-)
-from voxshard.training.config import PRESETS, TrainConfig, check_resume
+from voxshard.training.config import TrainConfig, check_resume
 from voxshard.training.data import (
     SAMPLE_RATE,
     Batch,
@@ -41,9 +34,9 @@ from voxshard.training.data import (
     discover,
     validation_batches,
 )
-from voxshard.training.features import HOP_S, LogMel, normalize_per_feature
-from voxshard.training.masr import MetadataHead, masr_triplet, mean_pool
-from voxshard.training.model import build_encoder, latest_checkpoint
+from voxshard.training.flops import model_flops, peak_flops
+from voxshard.training.model import SpeechModel, latest_checkpoint
+from voxshard.training.objective import Objective
 
 LOG = logging.getLogger("voxshard")
 
@@ -72,48 +65,23 @@ def setup_distributed() -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local), device
 
 
-class SpeechModel(nn.Module):
-    """Encoder + BEST-RQ prediction heads + MASR metadata heads."""
+class ModelCheckpoint(TypedDict):
+    """``model.pt`` of a checkpoint folder (written by rank 0)."""
 
-    def __init__(self, config: TrainConfig, language_dim: int) -> None:
-        super().__init__()
-        model, bestrq, masr = config.model, config.bestrq, config.masr
-        self.encoder = build_encoder(model.preset, model.n_mels, model.dropout)
-        d_model = PRESETS[model.preset]["d_model"]
-        self.ssl_head = nn.Linear(d_model, bestrq.codebook_size * bestrq.num_codebooks)
-        self.heads = nn.ModuleDict()
-        if masr.language:
-            self.heads["language"] = MetadataHead(d_model, masr.projection_dim, masr.language_alpha)
-        if masr.geo:
-            self.heads["geo"] = MetadataHead(d_model, masr.projection_dim, masr.geo_alpha)
-        self.language_dim = language_dim
-
-    def forward(
-        self, features: torch.Tensor, frames: torch.Tensor, metadata: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, ...]]]:
-        """Encoder, BEST-RQ logits and every metadata head in one forward, so DDP (which
-        wraps this module) sees and reduces every trainable parameter. ``metadata`` holds
-        each head's fixed vectors e (B, dim); the heads run in fp32 on the mean-pooled
-        frames. Returns (hidden, frame mask, logits, {stream: (q, p)})."""
-        hidden, mask = self.encoder(features, frames)
-        logits = self.ssl_head(hidden)
-        outputs: dict[str, tuple[torch.Tensor, ...]] = {}
-        if self.heads:
-            with torch.autocast(hidden.device.type, enabled=False):
-                pooled = mean_pool(hidden.float(), mask)
-                for name, head in self.heads.items():
-                    if name in metadata:  # validation passes none
-                        outputs[name] = head(pooled, metadata[name])
-        return hidden, mask, logits, outputs
+    step: int  # optimizer steps done
+    model: dict[str, torch.Tensor]  # SpeechModel.state_dict(): encoder.*, ssl_head.*, heads.*
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    world: int  # ranks that wrote it: a resume needs as many
+    config: str  # TrainConfig.to_dict() as JSON: a resume checks it (config.check_resume)
+    sample_rate_hz: int  # the builds' audio rate the features were computed at
 
 
-@dataclass
-class MaskedInputs:
-    features: torch.Tensor  # (B, T, n_mels) normalized log-mel
-    frames: torch.Tensor  # (B,) real frames
-    valid: torch.Tensor  # (B, T) real frame
-    masked: torch.Tensor  # (B, T) masked frame
-    inputs: torch.Tensor  # features with masked frames replaced by N(0, 0.1) noise
+class RankCheckpoint(TypedDict):
+    """``rank<N>.pt`` of a checkpoint folder: what differs per rank."""
+
+    rng: dict[str, Any]  # python, numpy, torch, cuda and the mask generator's states
+    data: dict[str, Any] | None  # the batch sampler's position (BatchSampler.state())
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -149,14 +117,11 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["mask"])
 
 
-def geo_labels(lat_lon: np.ndarray) -> torch.Tensor:
-    """Positives for the geo stream: the same place to 0.1 degree (~11 km)."""
-    keys = [f"{a:.1f},{b:.1f}" for a, b in np.nan_to_num(lat_lon, nan=999.0)]
-    index = {key: i for i, key in enumerate(sorted(set(keys)))}
-    return torch.tensor([index[key] for key in keys])
-
-
 class Trainer:
+    """One training run, set up in the order a reader follows: distributed and seeds, data,
+    model (and its DDP / compiled wrapper), optimizer and schedule, the step (Objective),
+    validation. ``train()`` resumes from the run's latest checkpoint when it has one."""
+
     def __init__(
         self,
         builds: list[str],
@@ -167,45 +132,57 @@ class Trainer:
     ) -> None:
         self.config = config
         self.out = out
+        self.step = 0
+        self.data_state: dict[str, Any] | None = None
+        self.setup_distributed_and_seeds()
+        self.setup_data(builds, sim)
+        self.setup_model(init_from)
+        self.setup_optimizer()
+        self.objective = Objective(
+            config,
+            self.device,
+            self.sample_rate,
+            self.languages,
+            self.language_vectors,
+            self.model,
+            self.ddp,
+        )
+        self.validation = self.setup_validation(builds)
+
+    # ------------------------------------------------------------------ setup
+    def setup_distributed_and_seeds(self) -> None:
+        """Rank and device (torchrun's environment), CPU threads, every RNG per rank, and the
+        generator of masks and mask noise (on the device: no host round trip per step)."""
         self.dist, self.device = setup_distributed()
         if self.device.type == "cpu":
-            torch.set_num_threads(config.run.threads)
-        seed = config.run.seed
-        random.seed(seed + self.dist.rank)
-        np.random.seed(seed + self.dist.rank)
-        torch.manual_seed(seed + self.dist.rank)
-        self.mask_generator = torch.Generator().manual_seed(seed + 1000 + self.dist.rank)
+            torch.set_num_threads(self.config.run.threads)
+        seed = self.config.run.seed + self.dist.rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.mask_generator = torch.Generator(self.device).manual_seed(seed + 1000)
+
+    def setup_data(self, builds: list[str], sim: str | None) -> None:
+        """The builds' training shards, languages and rate, the batch sampler of this rank,
+        and each language's fixed lang2vec vector (the MASR language stream's e)."""
+        config = self.config
         shard_set = discover(builds, config.data.splits)
         self.languages = sorted(shard_set.shards)
         if sim is not None:
-            try:
-                with open(os.path.join(sim, "languages.json"), encoding="utf-8") as handle:
-                    known = json.load(handle)
-            except (OSError, ValueError) as error:
-                raise ConfigError(
-                    f"--sim {sim!r} is not a voxshard similarity folder ({error}); "
-                    "make one with: voxshard similarity BUILD... --out FOLDER"
-                ) from error
-            missing = sorted(set(self.languages) - set(known))
-            if missing:
-                raise ConfigError(
-                    f"--sim {sim} lacks languages {missing}: rerun voxshard similarity"
-                )
-        self.language_index = {lang: i for i, lang in enumerate(self.languages)}
-        encoder = LanguageEncoder(config.masr.feature_set)
-        self.language_vectors = torch.from_numpy(encoder.vectors(self.languages)).float()
-        self.sampler = BatchSampler(shard_set, config.data, seed, self.dist.rank, self.dist.world)
+            check_similarity_folder(sim, self.languages)
+        language_encoder = LanguageEncoder(config.masr.feature_set)
+        self.language_dim = language_encoder.dim
+        self.language_vectors = torch.from_numpy(language_encoder.vectors(self.languages)).float()
+        self.sampler = BatchSampler(
+            shard_set, config.data, config.run.seed, self.dist.rank, self.dist.world
+        )
         self.sample_rate = shard_set.sample_rate  # the builds' rate: features follow it
-        self.logmel = LogMel(self.sample_rate, config.model.n_mels).to(self.device)
-        self.quantizer = RandomProjectionQuantizer(
-            STACK * config.model.n_mels,
-            config.bestrq.codebook_dim,
-            config.bestrq.codebook_size,
-            config.bestrq.num_codebooks,
-            seed=seed,
-        ).to(self.device)
-        self.model = SpeechModel(config, encoder.dim).to(self.device)
-        if init_from is not None and latest_checkpoint(out) is None:  # a resume takes the run's own
+
+    def setup_model(self, init_from: str | None) -> None:
+        """The SpeechModel (encoder, BEST-RQ head, MASR heads), stage two's weights when
+        asked (a resume takes the run's own instead), then DDP and torch.compile."""
+        self.model = SpeechModel(self.config, self.language_dim).to(self.device)
+        if init_from is not None and latest_checkpoint(self.out) is None:
             self.init_weights(init_from)
         self.ddp: nn.Module = self.model
         if self.dist.world > 1:
@@ -214,9 +191,12 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False,
             )
-        if config.run.compile:
+        if self.config.run.compile:
             self.ddp = torch.compile(self.ddp)  # type: ignore[assignment]
-        optim = config.optim
+
+    def setup_optimizer(self) -> None:
+        """AdamW (fused on GPU) and the warmup + cosine schedule."""
+        optim = self.config.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=optim.lr,
@@ -227,159 +207,29 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, optim.warmup_steps, optim.max_steps)
         )
-        self.step = 0
-        self.data_state: dict[str, Any] | None = None
-        self.autocast = self.device.type == "cuda" and config.run.bf16
-        self.validation: list[Batch] = []
-        if config.run.validate_every and self.dist.main:
-            self.validation = validation_batches(
-                builds,
-                config.run.validation_split,
-                config.run.validation_utterances,
-                config.data.max_duration_s,
-            )
-            if not self.validation:
-                LOG.info("no %s split in the builds: no validation", config.run.validation_split)
-            elif config.run.validation_split in config.data.splits:
-                LOG.warning(
-                    "validating on %s, which data.splits also trains on: not held out",
-                    config.run.validation_split,
-                )
 
-    # ------------------------------------------------------------------ one step
-    def masked_inputs(self, batch: Batch, generator: torch.Generator) -> MaskedInputs:
-        """Normalized log-mel, BEST-RQ span masks and the masked encoder input."""
+    def setup_validation(self, builds: list[str]) -> list[Batch]:
+        """The fixed held-out batches (rank 0 only; none when validation is off)."""
         config = self.config
-        audio = batch.audio.to(self.device, non_blocking=True)
-        lengths = batch.lengths.to(self.device)
-        raw = self.logmel(audio)
-        frames = self.logmel.frames(lengths).clamp(max=raw.shape[1])
-        features = normalize_per_feature(raw, frames)
-        time_steps = features.shape[1]
-        valid = torch.arange(time_steps, device=self.device)[None, :] < frames[:, None]
-        span = max(1, round(config.bestrq.mask_span_ms / 1000.0 / HOP_S))
-        masked = span_mask(frames.cpu(), time_steps, config.bestrq.mask_prob, span, generator)
-        noise = torch.randn(features.shape, generator=generator) * 0.1
-        masked = masked.to(self.device)
-        inputs = torch.where(masked[..., None], noise.to(self.device), features)
-        return MaskedInputs(features, frames, valid, masked, inputs)
-
-    def ssl_targets(
-        self, masked: MaskedInputs, hidden: torch.Tensor, enc_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """BEST-RQ labels (B, T', codebooks) and which encoder frames are scored."""
-        frames_out = hidden.shape[1]
-        targets = self.quantizer(stack_and_normalize(masked.features, masked.valid, frames_out))
-        return targets, label_mask(masked.masked, frames_out) & enc_mask
-
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """The held-out BEST-RQ pass: SSL loss, masked-prediction accuracy and the
-        prediction's codebook perplexity (exp of the entropy of the mean predicted
-        distribution over masked frames, as wav2vec 2.0 reports it) on the fixed
-        validation set, with the same masks every time (its own seeded generator)."""
-        if not self.validation:
-            return {}
-        generator = torch.Generator().manual_seed(self.config.run.seed + 7919)
-        codebooks = self.config.bestrq.num_codebooks
-        self.model.eval()
-        loss_sum, correct, scored = 0.0, 0, 0
-        mean_probability: torch.Tensor | None = None
-        try:
-            for batch in self.validation:
-                masked = self.masked_inputs(batch, generator)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    hidden, enc_mask, logits, _ = self.model(masked.inputs, masked.frames, {})
-                targets, target_mask = self.ssl_targets(masked, hidden, enc_mask)
-                logits = logits.float().view(logits.shape[0], hidden.shape[1], codebooks, -1)
-                chosen = logits[target_mask]  # (N, codebooks, size)
-                labels = targets[target_mask]  # (N, codebooks)
-                loss_sum += float(
-                    nn.functional.cross_entropy(
-                        chosen.reshape(-1, chosen.shape[-1]), labels.reshape(-1), reduction="sum"
-                    )
-                )
-                correct += int((chosen.argmax(dim=-1) == labels).sum())
-                scored += labels.numel()
-                probability = chosen.softmax(dim=-1).sum(dim=0)  # (codebooks, size)
-                mean_probability = (
-                    probability if mean_probability is None else mean_probability + probability
-                )
-        finally:
-            self.model.train()
-        if not scored or mean_probability is None:
-            return {}
-        mean_probability = mean_probability / mean_probability.sum(dim=-1, keepdim=True)
-        entropy = -(mean_probability * torch.log(mean_probability.clamp(min=1e-12))).sum(-1)
-        return {
-            "val_loss_ssl": round(loss_sum / scored, 6),
-            "val_accuracy": round(correct / scored, 6),
-            "val_perplexity": round(float(torch.exp(entropy).mean()), 3),
-            "val_utterances": sum(len(batch.keys) for batch in self.validation),
-        }
-
-    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        config = self.config
-        masked = self.masked_inputs(batch, self.mask_generator)
-        inputs, frames = masked.inputs, masked.frames
-        metadata, labels, geo_from_language = self.metadata(batch)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden, enc_mask, logits, heads = self.ddp(inputs, frames, metadata)
-        frames_out = hidden.shape[1]
-        targets, target_mask = self.ssl_targets(masked, hidden, enc_mask)
-        codebooks = config.bestrq.num_codebooks
-        logits = logits.float().view(logits.shape[0], frames_out, codebooks, -1)
-        ssl = nn.functional.cross_entropy(
-            logits[target_mask].reshape(-1, logits.shape[-1]), targets[target_mask].reshape(-1)
+        if not (config.run.validate_every and self.dist.main):
+            return []
+        batches = validation_batches(
+            builds,
+            config.run.validation_split,
+            config.run.validation_utterances,
+            config.data.max_duration_s,
         )
-        result = {"ssl": ssl}
-        for name, (q, p) in heads.items():
-            result[name] = masr_triplet(
-                q, p, labels[name], config.masr.margin, config.masr.reduction
+        if not batches:
+            LOG.info("no %s split in the builds: no validation", config.run.validation_split)
+        elif config.run.validation_split in config.data.splits:
+            LOG.warning(
+                "validating on %s, which data.splits also trains on: not held out",
+                config.run.validation_split,
             )
-        total = ssl
-        if "language" in result:
-            total = total + config.masr.language_weight * result["language"]
-        if "geo" in result:
-            total = total + config.masr.geo_weight * result["geo"]
-        result["total"] = total
-        result["masked_fraction"] = target_mask.float().sum() / enc_mask.float().sum()
-        if "geo" in heads:
-            result["geo_from_language"] = torch.tensor(geo_from_language)
-        return result
+        return batches
 
-    def metadata(
-        self, batch: Batch
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-        """Each enabled stream's fixed vectors e and triplet labels for this batch, and the
-        share of utterances whose location is their language's.
-
-        language: the lang2vec vector, labelled by language. geo: the unit-sphere location,
-        labelled by place; utterances without one take their language's coordinates (so
-        without per-speaker locations the geo stream is a second language stream: the
-        metrics' ``geo_from_language_fraction`` says how much; ``masr.geo=false`` turns it
-        off)."""
-        vectors: dict[str, torch.Tensor] = {}
-        labels: dict[str, torch.Tensor] = {}
-        from_language = 0
-        heads = self.model.heads
-        if "language" in heads:
-            ids = torch.tensor(
-                [self.language_index[lang] for lang in batch.languages], device=self.device
-            )
-            vectors["language"] = self.language_vectors.to(self.device)[ids]
-            labels["language"] = ids
-        if "geo" in heads:
-            lat_lon = batch.lat_lon.copy()
-            from_language = sum(batch.geo_from_language)
-            for row, lang in enumerate(batch.languages):
-                if np.isnan(lat_lon[row]).any():
-                    from_language += 1
-                    place = language_coordinates(lang)
-                    lat_lon[row] = place if place is not None else (0.0, 0.0)
-            vectors["geo"] = torch.from_numpy(unit_vectors(lat_lon)).float().to(self.device)
-            labels["geo"] = geo_labels(lat_lon).to(self.device)
-        return vectors, labels, from_language / max(1, len(batch.languages))
+    def validate(self) -> dict[str, float]:
+        return self.objective.validate(self.validation)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -393,23 +243,19 @@ class Trainer:
             shutil.rmtree(temp, ignore_errors=True)
             os.makedirs(temp)
         self._barrier()
-        torch.save(
-            {"rng": rng_state(self.mask_generator), "data": self.data_state},
-            os.path.join(temp, f"rank{self.dist.rank}.pt"),
-        )
+        mine = RankCheckpoint(rng=rng_state(self.mask_generator), data=self.data_state)
+        torch.save(mine, os.path.join(temp, f"rank{self.dist.rank}.pt"))
         if self.dist.main:
-            torch.save(
-                {
-                    "step": self.step,
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "world": self.dist.world,
-                    "config": json.dumps(self.config.to_dict()),
-                    "sample_rate_hz": self.sample_rate,
-                },
-                os.path.join(temp, "model.pt"),
+            state = ModelCheckpoint(
+                step=self.step,
+                model=self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                world=self.dist.world,
+                config=json.dumps(self.config.to_dict()),
+                sample_rate_hz=self.sample_rate,
             )
+            torch.save(state, os.path.join(temp, "model.pt"))
         self._barrier()
         if self.dist.main:
             shutil.rmtree(folder, ignore_errors=True)
@@ -504,6 +350,8 @@ class Trainer:
                 json.dump(config.to_dict(), handle, indent=2)
         prefetcher = Prefetcher(self.sampler, config.data.prefetch_batches)
         metrics_path = os.path.join(self.out, "metrics.jsonl")
+        tensorboard = self.open_tensorboard()
+        peak = self.peak_flops()
         last: dict[str, Any] = {}
         progress = _progress(self.dist.main, config.optim.max_steps, self.step)
         try:
@@ -512,6 +360,7 @@ class Trainer:
                 started = time.perf_counter()
                 wait = 0.0
                 seconds = 0.0
+                flops = 0.0
                 totals: dict[str, float] = {}
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in range(config.optim.grad_accumulation):
@@ -519,11 +368,12 @@ class Trainer:
                     batch = prefetcher.next()
                     wait += time.perf_counter() - waited
                     seconds += batch.seconds
+                    flops += self.step_flops(batch)
                     last_micro = micro == config.optim.grad_accumulation - 1
                     skip_sync = self.dist.world > 1 and not last_micro
                     context = cast(Any, self.ddp).no_sync() if skip_sync else nullcontext()
                     with context:
-                        losses = self.losses(batch)
+                        losses = self.objective.losses(batch, self.mask_generator)
                         scaled = losses["total"] / config.optim.grad_accumulation
                         scaled.backward()  # type: ignore[no-untyped-call]
                     for name, value in losses.items():
@@ -558,8 +408,11 @@ class Trainer:
                     "audio_seconds": round(seconds, 3),
                     "audio_s_per_s": round(seconds * self.dist.world / elapsed, 2),
                     "data_wait_fraction": round(wait / elapsed, 4),
+                    "model_tflops_per_s": round(flops / elapsed / 1e12, 4),
+                    **({} if peak is None else {"mfu": round(flops / elapsed / peak, 4)}),
                     "corrupt_samples": int(batch.state["corrupt"]),
                     "memory_mb": _memory_mb(self.device),
+                    "rss_mb": _rss_mb(),
                 }
                 every = config.run.validate_every
                 if self.dist.main and every and self.step % every == 0:
@@ -567,6 +420,10 @@ class Trainer:
                 if self.dist.main and self.step % config.run.log_every == 0:
                     with open(metrics_path, "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(last) + "\n")
+                    if tensorboard is not None:
+                        for name, value in last.items():
+                            if name != "step" and isinstance(value, int | float):
+                                tensorboard.add_scalar(name, value, self.step)
                 progress(self.step, last["loss"])
                 pause = 0 < config.run.stop_at_step <= self.step
                 if (
@@ -579,7 +436,44 @@ class Trainer:
                     break
         finally:
             prefetcher.close()
+            if tensorboard is not None:
+                tensorboard.close()
         return last
+
+    def step_flops(self, batch: Batch) -> float:
+        """Model FLOPs of a forward and backward on this batch's padded shape."""
+        config = self.config
+        frames = int(self.objective.logmel.frames(torch.tensor(batch.audio.shape[1])))
+        d_model = self.model.encoder.d_model
+        heads = tuple((d_model, config.masr.projection_dim) for _ in self.model.heads)
+        return model_flops(
+            config.model.preset,
+            config.model.n_mels,
+            batch.audio.shape[0],
+            frames,
+            config.bestrq.codebook_size * config.bestrq.num_codebooks,
+            heads,
+        ).total
+
+    def peak_flops(self) -> float | None:
+        if self.config.run.peak_tflops > 0:
+            return self.config.run.peak_tflops * 1e12
+        if self.device.type == "cuda":
+            return peak_flops(torch.cuda.get_device_name(self.device))
+        return None
+
+    def open_tensorboard(self) -> Any:
+        """A SummaryWriter into RUN/tensorboard (rank 0, with run.tensorboard)."""
+        if not (self.config.run.tensorboard and self.dist.main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ConfigError(
+                f"run.tensorboard needs the tensorboard package ({error}): "
+                "pip install tensorboard, or leave run.tensorboard off"
+            ) from error
+        return SummaryWriter(os.path.join(self.out, "tensorboard"), purge_step=self.step + 1)
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -588,6 +482,17 @@ def _memory_mb(device: torch.device) -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory now (memory_mb is a peak: it cannot show a leak's
+    shape); None where /proc is missing."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 PROGRESS_LINE_EVERY_S = 10.0  # off a terminal: one whole line at most this often
@@ -632,6 +537,21 @@ def train(
     finally:
         if trainer.dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def check_similarity_folder(sim: str, languages: list[str]) -> None:
+    """``--sim`` must be a voxshard similarity folder that covers the builds' languages."""
+    try:
+        with open(os.path.join(sim, "languages.json"), encoding="utf-8") as handle:
+            known = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"--sim {sim!r} is not a voxshard similarity folder ({error}); "
+            "make one with: voxshard similarity BUILD... --out FOLDER"
+        ) from error
+    missing = sorted(set(languages) - set(known))
+    if missing:
+        raise ConfigError(f"--sim {sim} lacks languages {missing}: rerun voxshard similarity")
 
 
 def truncate_metrics(path: str, step: int) -> None:

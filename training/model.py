@@ -16,7 +16,8 @@ import math
 import torch
 from torch import nn
 
-from voxshard.training.config import PRESETS
+from voxshard.training.config import PRESETS, TrainConfig
+from voxshard.training.masr import MetadataHead, mean_pool
 
 
 class ConvSubsampling(nn.Module):
@@ -80,12 +81,45 @@ class ConvModule(nn.Module):
         return out
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``, so PyTorch picks
+    a fused kernel (memory-efficient attention on GPU: it takes the padding mask; flash
+    attention would not) instead of materializing (B, H, T, T) scores in Python ops.
+    Padded keys are masked; a query always has at least one real key."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not a multiple of {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+        nn.init.xavier_uniform_(self.qkv.weight)  # as nn.MultiheadAttention initializes
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, time, d_model = x.shape
+        qkv = self.qkv(x).view(batch, time, 3, self.heads, d_model // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, d_head)
+        y = nn.functional.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        out: torch.Tensor = self.out(y.transpose(1, 2).reshape(batch, time, d_model))
+        return out
+
+
 class ConformerBlock(nn.Module):
     def __init__(self, d_model: int, heads: int, ff: int, kernel: int, dropout: float) -> None:
         super().__init__()
         self.ff1 = FeedForward(d_model, ff, dropout)
         self.attention_norm = nn.LayerNorm(d_model)
-        self.attention = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.attention = SelfAttention(d_model, heads, dropout)
         self.attention_dropout = nn.Dropout(dropout)
         self.conv = ConvModule(d_model, kernel, dropout)
         self.ff2 = FeedForward(d_model, ff, dropout)
@@ -94,7 +128,7 @@ class ConformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
         y = self.attention_norm(x)
-        y, _ = self.attention(y, y, y, key_padding_mask=~mask, need_weights=False)
+        y = self.attention(y, mask)
         x = x + self.attention_dropout(y)
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ff2(x)
@@ -136,13 +170,22 @@ class ConformerEncoder(nn.Module):
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, n_mels) log-mel and frame lengths -> (B, T/4, D) and the frame mask."""
+        layers, mask = self.layer_outputs(features, lengths)
+        return layers[-1], mask
+
+    def layer_outputs(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every block's output (layer 1 .. L, each (B, T/4, D)) and the frame mask."""
         x = self.subsampling(features)
         out_lengths = ConvSubsampling.lengths(lengths).clamp(min=1, max=x.shape[1])
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < out_lengths[:, None]
         x = self.input_dropout(x + sinusoidal(x.shape[1], self.d_model, x.device)[None])
+        outputs = []
         for block in self.blocks:
             x = block(x, mask)
-        return x, mask
+            outputs.append(x)
+        return outputs, mask
 
 
 def build_encoder(preset: str, n_mels: int = 80, dropout: float = 0.1) -> ConformerEncoder:
@@ -164,3 +207,38 @@ def latest_checkpoint(run: str) -> str | None:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class SpeechModel(nn.Module):
+    """Encoder + BEST-RQ prediction heads + MASR metadata heads."""
+
+    def __init__(self, config: TrainConfig, language_dim: int) -> None:
+        super().__init__()
+        model, bestrq, masr = config.model, config.bestrq, config.masr
+        self.encoder = build_encoder(model.preset, model.n_mels, model.dropout)
+        d_model = PRESETS[model.preset]["d_model"]
+        self.ssl_head = nn.Linear(d_model, bestrq.codebook_size * bestrq.num_codebooks)
+        self.heads = nn.ModuleDict()
+        if masr.language:
+            self.heads["language"] = MetadataHead(d_model, masr.projection_dim, masr.language_alpha)
+        if masr.geo:
+            self.heads["geo"] = MetadataHead(d_model, masr.projection_dim, masr.geo_alpha)
+        self.language_dim = language_dim
+
+    def forward(
+        self, features: torch.Tensor, frames: torch.Tensor, metadata: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, ...]]]:
+        """Encoder, BEST-RQ logits and every metadata head in one forward, so DDP (which
+        wraps this module) sees and reduces every trainable parameter. ``metadata`` holds
+        each head's fixed vectors e (B, dim); the heads run in fp32 on the mean-pooled
+        frames. Returns (hidden, frame mask, logits, {stream: (q, p)})."""
+        hidden, mask = self.encoder(features, frames)
+        logits = self.ssl_head(hidden)
+        outputs: dict[str, tuple[torch.Tensor, ...]] = {}
+        if self.heads:
+            with torch.autocast(hidden.device.type, enabled=False):
+                pooled = mean_pool(hidden.float(), mask)
+                for name, head in self.heads.items():
+                    if name in metadata:  # validation passes none
+                        outputs[name] = head(pooled, metadata[name])
+        return hidden, mask, logits, outputs

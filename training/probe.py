@@ -26,12 +26,12 @@ from voxshard.training.data import (
 )
 from voxshard.training.features import LogMel, normalize_per_feature
 from voxshard.training.masr import mean_pool
-from voxshard.training.model import build_encoder, latest_checkpoint
+from voxshard.training.model import ConformerEncoder, build_encoder, latest_checkpoint
 
 LOG = logging.getLogger("voxshard")
 
 
-def load_encoder(run: str) -> tuple[torch.nn.Module, TrainConfig, int]:
+def load_encoder(run: str) -> tuple[ConformerEncoder, TrainConfig, int]:
     """The run's latest encoder (eval mode), its settings and its audio rate in Hz."""
     folder = latest_checkpoint(run)
     if folder is None:
@@ -78,34 +78,75 @@ def read_build(
 
 @torch.no_grad()
 def embed(
-    encoder: torch.nn.Module,
+    encoder: ConformerEncoder,
     audio: list[np.ndarray],
     n_mels: int,
     sample_rate: int = SAMPLE_RATE,
     max_seconds: float = 20.0,
+    device: torch.device | None = None,
+    batch_seconds: float = 64.0,
 ) -> np.ndarray:
-    logmel = LogMel(sample_rate, n_mels)
-    out = []
-    for clip in audio:
-        clip = clip[: int(max_seconds * sample_rate)]
-        frames = logmel.frames(torch.tensor([len(clip)]))
-        features = normalize_per_feature(logmel(torch.from_numpy(clip)[None]), frames)
-        hidden, mask = encoder(features, frames)
-        out.append(mean_pool(hidden, mask)[0].numpy())
-    return np.stack(out)
+    """(N, layers, D) mean-pooled embeddings of every encoder block for each clip (cut to
+    ``max_seconds``), computed on ``device`` in batches of similar lengths holding up to
+    ``batch_seconds`` of padded audio. The encoder masks padding at every layer, so a clip's
+    embedding is the same in any batch (tested against one clip at a time)."""
+    device = device if device is not None else torch.device("cpu")
+    logmel = LogMel(sample_rate, n_mels).to(device)
+    encoder = encoder.to(device)
+    clips = [clip[: int(max_seconds * sample_rate)] for clip in audio]
+    order = sorted(range(len(clips)), key=lambda i: (len(clips[i]), i))
+    pooled: list[np.ndarray | None] = [None] * len(clips)
+    limit = batch_seconds * sample_rate
+
+    def run(batch: list[int]) -> None:
+        longest = len(clips[batch[-1]])  # sorted by length: the last is the longest
+        padded = np.zeros((len(batch), longest), dtype=np.float32)
+        for row, index in enumerate(batch):
+            padded[row, : len(clips[index])] = clips[index]
+        lengths = torch.tensor([len(clips[index]) for index in batch], device=device)
+        raw = logmel(torch.from_numpy(padded).to(device))
+        frames = logmel.frames(lengths).clamp(max=raw.shape[1])
+        layers, mask = encoder.layer_outputs(normalize_per_feature(raw, frames), frames)
+        stacked = torch.stack([mean_pool(h.float(), mask) for h in layers], dim=1)
+        for row, vectors in enumerate(stacked.cpu().numpy()):
+            pooled[batch[row]] = vectors
+
+    batch: list[int] = []
+    for index in order:
+        if batch and (len(batch) + 1) * len(clips[index]) > limit:
+            run(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        run(batch)
+    return np.stack([item for item in pooled if item is not None])
 
 
 def held_out(key: str) -> bool:
     return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10 < 3
 
 
-def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
+def run_probe(
+    run: str,
+    build: str,
+    per_language: int = 200,
+    layer: str = "last",
+    device: str = "auto",
+    batch_seconds: float = 64.0,
+) -> dict[str, Any]:
+    """Fit a language-ID probe on ``layer``'s pooled embeddings ("last", a block number
+    1..L, or "all": every block's accuracy in ``layers`` and the report of the last)."""
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-    from sklearn.preprocessing import StandardScaler
 
     torch.set_num_threads(1)
     encoder, config, sample_rate = load_encoder(run)
+    depth = len(encoder.blocks)
+    chosen = _layer_index(layer, depth)
+    target = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "auto"
+        else torch.device(device)
+    )
     rate = build_sample_rate(build)
     if rate is not None and rate != sample_rate:
         raise ConfigError(
@@ -120,21 +161,38 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
     evaluate = [
         (split in ("dev", "test")) if has_eval else held_out(key) for key, _, split, _ in rows
     ]
-    embeddings = embed(encoder, [audio for *_, audio in rows], config.model.n_mels, sample_rate)
+    embeddings = embed(
+        encoder,
+        [audio for *_, audio in rows],
+        config.model.n_mels,
+        sample_rate,
+        device=target,
+        batch_seconds=batch_seconds,
+    )
     labels = np.array([language for _, language, _, _ in rows])
     train_mask = ~np.array(evaluate)
-    scaler = StandardScaler().fit(embeddings[train_mask])
-    classifier = LogisticRegression(max_iter=2000).fit(
-        scaler.transform(embeddings[train_mask]), labels[train_mask]
-    )
-    predicted = classifier.predict(scaler.transform(embeddings[~train_mask]))
     truth = labels[~train_mask]
     languages = sorted(set(labels))
+    per_layer = []
+    for index in range(depth) if layer == "all" else [chosen]:
+        guess = _fit_and_predict(embeddings[:, index], labels, train_mask)
+        per_layer.append(
+            {
+                "layer": index + 1,
+                "accuracy": float((guess == truth).mean()),
+                "macro_f1": float(
+                    f1_score(truth, guess, labels=languages, average="macro", zero_division=0)
+                ),
+            }
+        )
+    predicted = _fit_and_predict(embeddings[:, chosen], labels, train_mask)
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, labels=languages, zero_division=0
     )
     matrix = confusion_matrix(truth, predicted, labels=languages)
     report = {
+        "layer": chosen + 1,
+        "layers_in_model": depth,
         "train_utterances": int(train_mask.sum()),
         "eval_utterances": int((~train_mask).sum()),
         "evaluated_on": evaluated_on,
@@ -149,15 +207,46 @@ def run_probe(run: str, build: str, per_language: int = 200) -> dict[str, Any]:
         "languages": languages,
         "confusion": matrix.tolist(),
         "chance": 1.0 / len(languages),
+        "layers": per_layer,
     }
     folder = os.path.join(run, "probe")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
     _plot_confusion(
-        matrix, languages, report["accuracy"], evaluated_on, os.path.join(folder, "confusion.png")
+        matrix,
+        languages,
+        report["accuracy"],
+        f"{evaluated_on}, layer {chosen + 1} of {depth}",
+        os.path.join(folder, "confusion.png"),
     )
     return report
+
+
+def _layer_index(layer: str, depth: int) -> int:
+    """0-based block index of --layer: "last" and "all" report the last block."""
+    if layer in ("last", "all"):
+        return depth - 1
+    try:
+        number = int(layer)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= depth:
+        raise ConfigError(f"--layer {layer!r}: choose last, all or a block number 1..{depth}")
+    return number - 1
+
+
+def _fit_and_predict(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Standardize on the training rows, fit a logistic regression, predict the rest."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(features[train])
+    classifier = LogisticRegression(max_iter=2000).fit(
+        scaler.transform(features[train]), labels[train]
+    )
+    predicted: np.ndarray = classifier.predict(scaler.transform(features[~train]))
+    return predicted
 
 
 def _plot_confusion(

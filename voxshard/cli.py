@@ -406,7 +406,10 @@ def demo(
             build_out = os.path.join(out, "build", source)
             if not os.path.isdir(corpus):
                 typer.echo(f"generating the {source} demo corpus in {corpus} ...")
-                typer.echo(f"  {generate(corpus)}")
+                counts = generate(corpus)
+                typer.echo(
+                    "  " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
+                )
             typer.echo(f"building {build_out} ...")
             config = BuildConfig(
                 source=source,
@@ -546,27 +549,112 @@ def train(
         typer.echo(f"step {last['step']}: loss {last['loss']:.4f} -> {out}")
 
 
+@app.command("bench-train")
+def bench_train(
+    builds: Annotated[
+        list[str] | None,
+        typer.Argument(help="build folders (the loader mode), then key.sub=value overrides"),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="model, loader or both")] = "model",
+    preset: Annotated[str, typer.Option(help="tiny, base or large")] = "tiny",
+    batch_seconds: Annotated[float, typer.Option(help="audio per synthetic batch")] = 16.0,
+    utterance_seconds: Annotated[float, typer.Option(help="each clip: the bucket length")] = 4.0,
+    steps: Annotated[int, typer.Option(help="timed steps (model) or batches (loader)")] = 10,
+    warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    peak_tflops: Annotated[
+        float, typer.Option(help="MFU's peak in TFLOP/s (0: from the GPU's name)")
+    ] = 0.0,
+    json_out: Annotated[str | None, typer.Option("--json", help="also write the figures")] = None,
+) -> None:
+    """Measure the training step on synthetic batches (audio-s/s, step time, tokens/s, MFU,
+    peak memory) and the loader on real builds (audio-s/s); the same on CPU and GPU."""
+    _setup_logging(False)
+    try:
+        import torch
+
+        from voxshard.training.bench import (
+            bench_loader,
+            bench_model,
+            data_wait_estimate,
+            pick_device,
+        )
+        from voxshard.training.config import load_config
+    except ImportError as error:
+        _fail(ConfigError(f"{error}: install the training extra: pip install 'voxshard[train]'"), 2)
+    folders = [item for item in builds or [] if "=" not in item]
+    overrides = [f"model.preset={preset}"] + [item for item in builds or [] if "=" in item]
+    results: dict[str, Any] = {}
+    try:
+        if mode not in ("model", "loader", "both"):
+            raise ConfigError(f"--mode {mode!r}: choose model, loader or both")
+        settings = load_config(None, overrides)
+        chosen = pick_device(device)
+        if chosen.type == "cpu":
+            torch.set_num_threads(settings.run.threads)
+        if mode in ("model", "both"):
+            results["model"] = bench_model(
+                settings, chosen, batch_seconds, utterance_seconds, steps, warmup, peak_tflops
+            )
+        if mode in ("loader", "both"):
+            results["loader"] = bench_loader(folders, settings, steps)
+    except VoxshardError as error:
+        _fail(error, 2)
+    if "model" in results and "loader" in results:
+        results["data_wait_estimate"] = round(
+            data_wait_estimate(
+                results["model"]["audio_s_per_s"], results["loader"]["audio_s_per_s"] or 0.0
+            ),
+            4,
+        )
+    for name, figures in results.items():
+        if isinstance(figures, dict):
+            typer.echo(
+                f"{name}: " + ", ".join(f"{k} {v}" for k, v in figures.items() if k != "mode")
+            )
+        else:
+            typer.echo(f"{name}: {figures}")
+    if json_out is not None:
+        import json
+
+        from voxshard.schemas import storage
+
+        storage.write_atomic(json_out, (json.dumps(results, indent=2) + "\n").encode())
+
+
 @app.command()
 def probe(
     run: Annotated[str, typer.Argument(help="a training run folder")],
     build: Annotated[str, typer.Argument(help="a build to probe on")],
     per_language: Annotated[int, typer.Option(help="utterances per language and split")] = 200,
+    layer: Annotated[
+        str, typer.Option(help="last, a block number 1..L, or all (accuracy of every block)")
+    ] = "last",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    batch_seconds: Annotated[float, typer.Option(help="padded audio per embedding batch")] = 64.0,
 ) -> None:
-    """Linear language-ID probe on frozen mean-pooled embeddings: accuracy, macro-F1,
-    per-language table, confusion matrix PNG (RUN/probe/)."""
+    """Linear language-ID probe on frozen mean-pooled embeddings of a chosen block:
+    accuracy, macro-F1, per-language table, confusion matrix PNG (RUN/probe/)."""
     _setup_logging(False)
     try:
         from voxshard.training.probe import run_probe
 
-        report = run_probe(run, build, per_language)
+        report = run_probe(run, build, per_language, layer, device, batch_seconds)
     except ImportError as error:
         _fail(ConfigError(f"{error}: install the training extra: pip install 'voxshard[train]'"), 2)
     except VoxshardError as error:
         _fail(error, 2)
+    if len(report["layers"]) > 1:
+        for row in report["layers"]:
+            typer.echo(
+                f"layer {row['layer']:>2}: accuracy {row['accuracy']:.3f}  "
+                f"macro-F1 {row['macro_f1']:.3f}"
+            )
     typer.echo(
-        f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  "
-        f"({report['train_utterances']} train / {report['eval_utterances']} eval, "
-        f"{report['evaluated_on']})"
+        f"layer {report['layer']} of {report['layers_in_model']}: accuracy "
+        f"{report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f} (chance "
+        f"{report['chance']:.3f}; {report['train_utterances']} train / "
+        f"{report['eval_utterances']} eval, {report['evaluated_on']})"
     )
     typer.echo(f"{'language':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for lang, row in report["per_language"].items():
