@@ -130,10 +130,30 @@ VOWELS = np.array(
 )
 
 
+# What makes the demo's languages tell apart (language ID above chance, as with real
+# speech): each draws its syllables from its own vowel inventory (indices into VOWELS) at its
+# own syllable duration range (s). Speakers still vary (pitch, a formant scale per syllable).
+LANGUAGE_PROFILES: dict[str, tuple[tuple[int, ...], tuple[float, float]]] = {
+    "en": ((0, 3, 5, 6), (0.12, 0.22)),
+    "pl": ((1, 2, 4), (0.15, 0.25)),
+    "hi": ((0, 1, 2, 7), (0.18, 0.30)),
+    "ru": ((3, 4, 6, 7), (0.12, 0.20)),
+    "zh-CN": ((1, 5, 7), (0.20, 0.30)),
+    "de": ((2, 3, 6), (0.14, 0.24)),
+    "fr": ((1, 4, 5), (0.12, 0.18)),
+    "es": ((0, 1, 2), (0.10, 0.16)),
+    "it": ((0, 4, 7), (0.16, 0.26)),
+    "zu": ((0, 2, 3, 4), (0.20, 0.30)),
+}
+ANY_LANGUAGE = (tuple(range(len(VOWELS))), (0.12, 0.30))
+
+
 def speech_like(
-    duration_s: float, seed: int, rate_hz: int = DEMO_RATE_HZ
+    duration_s: float, seed: int, rate_hz: int = DEMO_RATE_HZ, language: str | None = None
 ) -> npt.NDArray[np.float32]:
-    """A reproducible, speech-like signal: voiced syllables with formants, pitch and pauses."""
+    """A reproducible, speech-like signal: voiced syllables with formants, pitch and pauses;
+    with ``language`` (a LANGUAGE_PROFILES tag), that language's vowels and syllable rate."""
+    vowels, (shortest_s, longest_s) = LANGUAGE_PROFILES.get(language or "", ANY_LANGUAGE)
     rng = np.random.default_rng(seed)
     n = int(duration_s * rate_hz)
     t = np.arange(n) / rate_hz
@@ -143,12 +163,12 @@ def speech_like(
     # syllables: 120-300 ms, each with a vowel and a raised-cosine envelope; some are pauses
     bounds = [0]
     while bounds[-1] < n:
-        bounds.append(bounds[-1] + int(rng.uniform(0.12, 0.30) * rate_hz))
+        bounds.append(bounds[-1] + int(rng.uniform(shortest_s, longest_s) * rate_hz))
     formants = np.empty((n, 3))
     envelope = np.zeros(n)
     for start, stop in itertools.pairwise(bounds):
         stop = min(stop, n)
-        formants[start:stop] = VOWELS[rng.integers(len(VOWELS))] * rng.uniform(0.9, 1.1)
+        formants[start:stop] = VOWELS[vowels[rng.integers(len(vowels))]] * rng.uniform(0.9, 1.1)
         if rng.random() > 0.15:
             envelope[start:stop] = np.sin(np.linspace(0, np.pi, stop - start)) ** 0.7
     # harmonic gains follow the formants at a 1 ms control rate (cheap, smooth enough)
@@ -199,7 +219,8 @@ def generate_commonvoice_demo(
             clip_id += 1
             clip = f"common_voice_{language.locale}_{clip_id}.mp3"
             duration_s = 1.0 + ((clip_id * 7919) % 2500) / 1000.0
-            write_mp3(os.path.join(folder, "clips", clip), speech_like(duration_s, seed + clip_id))
+            audio = speech_like(duration_s, seed + clip_id, language=language.locale)
+            write_mp3(os.path.join(folder, "clips", clip), audio)
             speaker = f"{lang_index:02x}{i % 5:02x}".ljust(128, "a")
             split = "train" if i < clips_per_language * 0.7 else ("dev" if i % 2 else "test")
             values = {
@@ -259,10 +280,12 @@ def _write(
     sf.write(path, samples, rate_hz, format=fmt, subtype=subtype)
 
 
-def _speech_at(rate_hz: int, duration_s: float, seed: int) -> npt.NDArray[np.float32]:
+def _speech_at(
+    rate_hz: int, duration_s: float, seed: int, language: str | None = None
+) -> npt.NDArray[np.float32]:
     """speech_like at another rate (synthesized at 48 kHz, decimated by an integer factor)."""
     step = DEMO_RATE_HZ // rate_hz
-    return speech_like(duration_s, seed)[::step].copy()
+    return speech_like(duration_s, seed, language=language)[::step].copy()
 
 
 def generate_voxpopuli_demo(root: str, seed: int = 1) -> dict[str, int]:
@@ -282,7 +305,7 @@ def generate_voxpopuli_demo(root: str, seed: int = 1) -> dict[str, int]:
         session = f"2019011{index + 4}-0900-PLENARY-{index + 3}"
         _write(
             os.path.join(root, "raw_audios", lang, "2019", f"{session}_{lang}.ogg"),
-            _speech_at(16000, 40.0, seed + index),
+            _speech_at(16000, 40.0, seed + index, language=lang),
             16000,
             "OGG",
             "VORBIS",
@@ -334,7 +357,9 @@ def generate_mls_demo(root: str, seed: int = 2) -> dict[str, int]:
                 path = os.path.join(
                     root, folder, split, "audio", speaker, book, f"{utterance}.{extension}"
                 )
-                _write(path, _speech_at(rate, 2.0 + seq % 3, seed + seq), rate, fmt, subtype)
+                language = "it" if "italian" in folder else "es"
+                audio = _speech_at(rate, 2.0 + seq % 3, seed + seq, language=language)
+                _write(path, audio, rate, fmt, subtype)
                 lines.append(f"{utterance}\tfrase número {seq} del libro")
                 counts["utterances"] += 1
             with open(
@@ -353,7 +378,7 @@ def generate_babel_demo(root: str, seed: int = 3) -> dict[str, int]:
         stem = f"BABEL_OP1_206_12345_20120101_120000_{side}"
         _write(
             os.path.join(pack, "training", "audio", f"{stem}.sph"),
-            _speech_at(8000, 30.0, seed + side_index),
+            _speech_at(8000, 30.0, seed + side_index, language="zu"),
             8000,
             "NIST",
             coding,
