@@ -795,6 +795,7 @@ def test_bench_train_on_cpu_and_mfu_and_tensorboard_in_metrics(
     assert model["audio_s_per_s"] == pytest.approx(16.0 / model["step_s_median"], rel=0.01)
     assert model["mfu"] == pytest.approx(model["model_tflops_per_s"] / 1.5, rel=0.01)
     assert figures["loader"]["audio_s_per_s"] > 0 and figures["loader"]["batches"] == 2
+    assert figures["loader"]["workers"] == "one thread"
     assert 0.0 <= figures["data_wait_estimate"] <= 1.0
     assert "model: device cpu" in result.stdout
     bad = run_cli("bench-train", "--mode", "loader")
@@ -816,3 +817,34 @@ def test_bench_train_on_cpu_and_mfu_and_tensorboard_in_metrics(
     losses = [event.value for event in events.Scalars("loss")]
     assert losses == pytest.approx([r["loss"] for r in rows], rel=1e-5)
     assert [event.step for event in events.Scalars("mfu")] == [1, 2, 3]
+
+
+TIMINGS = ("audio_s_per_s", "data_wait_fraction", "memory_mb", "model_tflops_per_s", "rss_mb")
+
+
+def test_worker_processes_feed_and_resume_exactly(two_language_build: Path, tmp_path: Path) -> None:
+    """data.workers=2: two DataLoader processes, each its own shards, batches in turn, padded
+    to the bucket length; a paused and resumed run equals an uninterrupted one."""
+    from voxshard.training.data import WorkerBatches, discover
+
+    settings = config("data.workers=2", "data.prefetch_batches=2")
+    shard_set = discover([str(two_language_build)], ("train",))
+    loader = WorkerBatches(shard_set, settings.data, 0, 0, 1)
+    batches = [loader.next() for _ in range(4)]
+    loader.close()
+    assert [b.state["turn"] for b in batches] == [1, 0, 1, 0]
+    assert set(batches[-1].state["positions"]) == {"0", "1"}
+    for batch in batches:  # every batch padded to its bucket: 2, 4 or 6 s
+        assert batch.audio.shape[1] in (32000, 64000, 96000)
+    worker_keys = [{k for b in batches[w::2] for k in b.keys} for w in (0, 1)]
+    assert not worker_keys[0] & worker_keys[1]  # the workers read different samples
+
+    whole, paused = tmp_path / "whole", tmp_path / "paused"
+    Trainer([str(two_language_build)], None, str(whole), settings).train()
+    paused_settings = config("data.workers=2", "data.prefetch_batches=2", "run.stop_at_step=3")
+    Trainer([str(two_language_build)], None, str(paused), paused_settings).train()
+    Trainer([str(two_language_build)], None, str(paused), settings).train()
+    strip = [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics(whole)]
+    assert [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics(paused)] == strip
+    with pytest.raises(ConfigError, match=r"same data\.workers"):
+        WorkerBatches(shard_set, config("data.workers=3").data, 0, 0, 1, batches[-1].state)

@@ -22,7 +22,7 @@ import torch
 
 from voxshard.schemas import ConfigError
 from voxshard.training.config import TrainConfig
-from voxshard.training.data import Batch, BatchSampler, discover
+from voxshard.training.data import Batch, BatchSampler, WorkerBatches, discover
 from voxshard.training.flops import model_flops, peak_flops
 from voxshard.training.model import SpeechModel
 from voxshard.training.objective import Objective
@@ -145,18 +145,28 @@ def bench_model(
 
 def bench_loader(builds: list[str], config: TrainConfig, batches: int) -> dict[str, Any]:
     """The training loader alone: ``batches`` batches from the builds' train split, timed
-    after one untimed batch (shard opening)."""
+    after one untimed batch (shard opening, worker start-up): one thread as in training, or
+    ``data.workers`` processes."""
     if not builds:
         raise ConfigError("bench-train --mode loader needs build folders")
-    sampler = BatchSampler(discover(builds, config.data.splits), config.data, config.run.seed)
-    sampler.next_batch()
+    shard_set = discover(builds, config.data.splits)
+    loader: Any
+    if config.data.workers:
+        loader = WorkerBatches(shard_set, config.data, config.run.seed, 0, 1)
+        fetch = loader.next
+    else:
+        loader = BatchSampler(shard_set, config.data, config.run.seed)
+        fetch = loader.next_batch
+    fetch()
     seconds = 0.0
     timings = []
     for _ in range(batches):
         started = time.perf_counter()
-        batch = sampler.next_batch()
+        batch = fetch()
         timings.append(time.perf_counter() - started)
         seconds += batch.seconds
+    if isinstance(loader, WorkerBatches):
+        loader.close()
     total = sum(timings)
     return {
         "mode": "loader",
@@ -164,7 +174,7 @@ def bench_loader(builds: list[str], config: TrainConfig, batches: int) -> dict[s
         "audio_seconds": round(seconds, 2),
         "batch_s_median": round(float(np.median(timings)), 5),
         "audio_s_per_s": round(seconds / total, 2) if total > 0 else None,
-        "threads": 1,
+        "workers": config.data.workers or "one thread",
     }
 
 

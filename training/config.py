@@ -56,6 +56,10 @@ class DataConfig:
     buffer_per_language: int = 32  # utterances held per language to pick similar durations
     prefetch_batches: int = 4
     splits: tuple[str, ...] = ("train",)
+    # 0: one loader thread (exactly the sampler's order); N: N worker processes, each its own
+    # shards and sampler (training/data.py WorkerBatches), batches in turn, resumable
+    workers: int = 0
+    pad_to_bucket: bool = True  # pad every batch to its bucket's length: shapes repeat
 
 
 @dataclass
@@ -137,6 +141,8 @@ class TrainConfig:
             problems.append(f"model.preset {m.preset!r}: choose one of {', '.join(PRESETS)}")
         if not 0 < d.min_duration_s < d.max_duration_s:
             problems.append("data: need 0 < min_duration_s < max_duration_s")
+        if d.workers < 0:
+            problems.append("data.workers must be >= 0 (0: one loader thread)")
         if d.languages_per_batch < 1 or d.min_per_language < 2:
             problems.append("data: languages_per_batch >= 1 and min_per_language >= 2")
         if d.batch_seconds <= 0 or d.alpha < 0:

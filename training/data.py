@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset
 
 from voxshard.schemas import ConfigError, storage
 from voxshard.schemas.tario import ShardFormatError, iter_members
@@ -343,16 +345,20 @@ class BatchSampler:
                 start = int(self.rng.integers(0, len(audio) - crop + 1))
                 audio = audio[start : start + crop]
             clips.append(audio)
-        return collate(clips, chosen, self.sample_rate, self.state())
+        length = crop if config.pad_to_bucket else None
+        return collate(clips, chosen, self.sample_rate, self.state(), length)
 
 
 def collate(
-    clips: list[np.ndarray], chosen: list[Utterance], sample_rate: int, state: dict[str, Any]
+    clips: list[np.ndarray],
+    chosen: list[Utterance],
+    sample_rate: int,
+    state: dict[str, Any],
+    length: int | None = None,
 ) -> Batch:
-    """Zero-padded (B, S) audio with lengths and the utterances' metadata."""
-    import torch
-
-    length = max(len(c) for c in clips)
+    """Zero-padded (B, S) audio with lengths and the utterances' metadata; S is ``length``
+    (the bucket's, so shapes repeat) or the longest clip."""
+    length = max(max(len(c) for c in clips), length or 0)
     padded = np.zeros((len(clips), length), dtype=np.float32)
     for row, clip in enumerate(clips):
         padded[row, : len(clip)] = clip
@@ -412,10 +418,12 @@ def validation_batches(
 
 class Prefetcher:
     """Builds batches in a background thread (I/O and decoding overlap the step); the order is
-    the sampler's, so prefetching never changes what a run sees."""
+    the sampler's, so prefetching never changes what a run sees. With ``pin`` (CUDA), audio
+    is page-locked so the copy to the device can run asynchronously."""
 
-    def __init__(self, sampler: BatchSampler, depth: int) -> None:
+    def __init__(self, sampler: BatchSampler, depth: int, pin: bool = False) -> None:
         self.sampler = sampler
+        self.pin = pin
         self.queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=max(1, depth))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -425,6 +433,8 @@ class Prefetcher:
         while not self.stop.is_set():
             try:
                 item: Batch | BaseException = self.sampler.next_batch()
+                if self.pin and isinstance(item, Batch):
+                    item.audio = item.audio.pin_memory()
             except BaseException as error:  # surfaced in the training thread
                 item = error
             while not self.stop.is_set():
@@ -445,3 +455,125 @@ class Prefetcher:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=5)
+
+
+class WorkerBatches:
+    """The loader in ``workers`` processes (torch DataLoader), for when one thread cannot
+    feed the device. Worker w of rank r is the virtual rank r * W + w of world * W: it reads
+    its own shards (or samples) of each language with its own sampler, so the workers never
+    duplicate data. The DataLoader returns their batches in turn (worker 0, 1, ..., W-1,
+    0, ...), so the order is deterministic; each batch carries its worker's position, and
+    the checkpoint holds every worker's position and whose turn is next. A resumed run starts
+    each worker from its position and the turn where it stopped: it continues exactly."""
+
+    def __init__(
+        self,
+        shard_set: ShardSet,
+        config: DataConfig,
+        seed: int,
+        rank: int,
+        world: int,
+        state: dict[str, Any] | None = None,
+        pin: bool = False,
+    ) -> None:
+        from torch.utils.data import DataLoader
+
+        self.workers = config.workers
+        if state is not None and state.get("workers") != self.workers:
+            raise ConfigError(
+                f"the checkpoint's loader had {state.get('workers')} worker processes and "
+                f"data.workers is {self.workers}: resume with the same data.workers"
+            )
+        self.positions: dict[int, dict[str, Any]] = {
+            int(k): v for k, v in (state or {}).get("positions", {}).items()
+        }
+        self.turn = int((state or {}).get("turn", 0))
+        dataset = _WorkerStream(
+            shard_set, config, seed, rank, world, self.positions, self.turn, self.workers
+        )
+        self.loader: Iterator[Batch] | None = iter(
+            DataLoader(
+                dataset,
+                batch_size=None,
+                num_workers=self.workers,
+                pin_memory=pin,
+                prefetch_factor=max(1, config.prefetch_batches),
+                persistent_workers=True,
+                multiprocessing_context="spawn",  # no fork of a process holding CUDA / threads
+                # its own generator: starting workers must not draw from the global torch RNG,
+                # whose state the checkpoint restores (dropout would shift after a resume)
+                generator=torch.Generator().manual_seed(seed),
+                worker_init_fn=_exit_without_teardown,
+            )
+        )
+
+    def next(self) -> Batch:
+        if self.loader is None:
+            raise RuntimeError("the loader is closed")
+        batch: Batch = next(self.loader)
+        worker = int(batch.state["worker"])
+        self.positions[worker] = batch.state["sampler"]
+        self.turn = (worker + 1) % self.workers
+        batch.state = self.state()
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers,
+            "turn": self.turn,
+            "positions": {str(k): v for k, v in sorted(self.positions.items())},
+            "corrupt": sum(int(p.get("corrupt", 0)) for p in self.positions.values()),
+        }
+
+    def close(self) -> None:
+        self.loader = None  # the DataLoader's workers stop with their iterator
+
+
+def _exit_without_teardown(_worker: int) -> None:
+    """A worker leaves with os._exit once its loop is over (only at shutdown: the stream is
+    endless): a native library's thread destroyed in the interpreter's teardown aborted it
+    now and then ("terminate called without an active exception"), which the DataLoader
+    reports as a crashed worker. Nothing is left to flush by then: the DataLoader has
+    cancelled the worker's result queue."""
+    import atexit
+    import os
+
+    atexit.register(os._exit, 0)
+
+
+class _WorkerStream(IterableDataset):  # type: ignore[type-arg]
+    """The IterableDataset each DataLoader worker runs (see WorkerBatches)."""
+
+    def __init__(
+        self,
+        shard_set: ShardSet,
+        config: DataConfig,
+        seed: int,
+        rank: int,
+        world: int,
+        positions: dict[int, dict[str, Any]],
+        turn: int,
+        workers: int,
+    ) -> None:
+        super().__init__()
+        self.args = (shard_set, config, seed, rank, world)
+        self.positions = dict(positions)
+        self.turn = turn
+        self.workers = workers
+
+    def __iter__(self) -> Iterator[Batch]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        slot = 0 if info is None else info.id
+        worker = (slot + self.turn) % self.workers  # the DataLoader starts at slot 0
+        shard_set, config, seed, rank, world = self.args
+        sampler = BatchSampler(
+            shard_set, config, seed, rank * self.workers + worker, world * self.workers
+        )
+        if worker in self.positions:
+            sampler.restore(self.positions[worker])
+        while True:
+            batch = sampler.next_batch()
+            batch.state = {"worker": worker, "sampler": batch.state}
+            yield batch

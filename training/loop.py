@@ -31,6 +31,7 @@ from voxshard.training.data import (
     Batch,
     BatchSampler,
     Prefetcher,
+    WorkerBatches,
     discover,
     validation_batches,
 )
@@ -173,6 +174,7 @@ class Trainer:
         language_encoder = LanguageEncoder(config.masr.feature_set)
         self.language_dim = language_encoder.dim
         self.language_vectors = torch.from_numpy(language_encoder.vectors(self.languages)).float()
+        self.shard_set = shard_set
         self.sampler = BatchSampler(
             shard_set, config.data, config.run.seed, self.dist.rank, self.dist.world
         )
@@ -319,8 +321,8 @@ class Trainer:
         mine = torch.load(os.path.join(folder, f"rank{self.dist.rank}.pt"), weights_only=True)
         restore_rng(mine["rng"], self.mask_generator)
         self.data_state = mine["data"]
-        if self.data_state is not None:
-            self.sampler.restore(self.data_state)
+        if self.data_state is not None and not self.config.data.workers:
+            self.sampler.restore(self.data_state)  # worker processes restore themselves
         if self.dist.main:
             truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.step)
         LOG.info("resumed from %s (step %d)", folder, self.step)
@@ -348,7 +350,7 @@ class Trainer:
             os.makedirs(self.out, exist_ok=True)
             with open(os.path.join(self.out, "config.json"), "w", encoding="utf-8") as handle:
                 json.dump(config.to_dict(), handle, indent=2)
-        prefetcher = Prefetcher(self.sampler, config.data.prefetch_batches)
+        prefetcher = self.open_loader()
         metrics_path = os.path.join(self.out, "metrics.jsonl")
         tensorboard = self.open_tensorboard()
         peak = self.peak_flops()
@@ -439,6 +441,23 @@ class Trainer:
             if tensorboard is not None:
                 tensorboard.close()
         return last
+
+    def open_loader(self) -> Prefetcher | WorkerBatches:
+        """One loader thread (data.workers 0), or worker processes from the resumed
+        position; pinned host memory when the device is a GPU."""
+        pin = self.device.type == "cuda"
+        data = self.config.data
+        if not data.workers:
+            return Prefetcher(self.sampler, data.prefetch_batches, pin)
+        return WorkerBatches(
+            self.shard_set,
+            data,
+            self.config.run.seed,
+            self.dist.rank,
+            self.dist.world,
+            self.data_state,
+            pin,
+        )
 
     def step_flops(self, batch: Batch) -> float:
         """Model FLOPs of a forward and backward on this batch's padded shape."""
