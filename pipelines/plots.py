@@ -300,6 +300,21 @@ def geo_scatter(speakers: Sequence[dict[str, Any]], languages: Sequence[str], pa
     save(figure, path)
 
 
+def _annotate(
+    axes: Any, code: str, lon: float, lat: float, dx: float, dy: float, leader: bool
+) -> Any:
+    """A language code ``(dx, dy)`` points from its place, with a leader line if asked."""
+    return axes.annotate(
+        code,
+        (lon, lat),
+        textcoords="offset points",
+        xytext=(dx, dy),
+        fontsize=9,
+        zorder=6,
+        arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6} if leader else None,
+    )
+
+
 def _label_offsets() -> list[tuple[float, float, bool]]:
     """Candidate label offsets in points (dx, dy, with a leader line): close around the
     point first, then rings further out in 12 directions."""
@@ -333,15 +348,7 @@ def _place_labels(
     for code, lon, lat in sorted(points, key=lambda p: (-p[2], p[1])):
         chosen = None
         for dx, dy, leader in LABEL_OFFSETS_PT:
-            label = axes.annotate(
-                code,
-                (lon, lat),
-                textcoords="offset points",
-                xytext=(dx, dy),
-                fontsize=9,
-                zorder=6,
-                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6} if leader else None,
-            )
+            label = _annotate(axes, code, lon, lat, dx, dy, leader)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
             if not any(box.overlaps(other) for other in taken):
                 chosen = box
@@ -349,16 +356,7 @@ def _place_labels(
             label.remove()
         if chosen is None:  # every place is taken: the first ring, overlapping
             dx, dy, _ = LABEL_OFFSETS_PT[4]
-            label = axes.annotate(
-                code,
-                (lon, lat),
-                textcoords="offset points",
-                xytext=(dx, dy),
-                fontsize=9,
-                zorder=6,
-                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6},
-            )
-            chosen = label.get_window_extent(renderer)
+            chosen = _annotate(axes, code, lon, lat, dx, dy, True).get_window_extent(renderer)
         taken.append(chosen)
 
 

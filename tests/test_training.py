@@ -498,45 +498,15 @@ def test_probe_cli(two_language_build: Path, tmp_path: Path) -> None:
     assert (run / "probe" / "confusion.png").stat().st_size > 1000
     assert report["layer"] == 2 == report["layers_in_model"] and len(report["layers"]) == 1
     # every block, each with its own probe; the last one is the report's
-    every = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxshard",
-            "probe",
-            str(run),
-            str(two_language_build),
-            "--layer",
-            "all",
-            "--batch-seconds",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
+    every = run_cli(
+        "probe", str(run), str(two_language_build), "--layer", "all", "--batch-seconds", "5"
     )
     assert every.returncode == 0, every.stderr
     layers = json.loads((run / "probe" / "report.json").read_text())["layers"]
     assert [row["layer"] for row in layers] == [1, 2]
     assert layers[1]["accuracy"] == pytest.approx(report["accuracy"])
     assert "layer  1: accuracy" in every.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxshard",
-            "probe",
-            str(run),
-            str(two_language_build),
-            "--layer",
-            "7",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    bad = run_cli("probe", str(run), str(two_language_build), "--layer", "7")
     assert bad.returncode == 2 and "block number 1..2" in bad.stderr
 
 
