@@ -818,3 +818,44 @@ def test_worker_processes_feed_and_resume_exactly(two_language_build: Path, tmp_
     assert [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics(paused)] == strip
     with pytest.raises(ConfigError, match=r"same data\.workers"):
         WorkerBatches(shard_set, config("data.workers=3").data, 0, 0, 1, batches[-1].state)
+
+
+def test_a_run_at_a_url_resumes_on_another_machine_and_probes_there(
+    two_language_build: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run folder at a URL (memory:// here, gs:// alike): checkpoints and metrics are
+    published there; a second machine (another local mirror) resumes from the URL and ends
+    with the same metrics as an uninterrupted local run; the probe reads it and writes there."""
+    import uuid
+
+    from voxshard.schemas import storage
+    from voxshard.training.probe import run_probe
+
+    url = f"memory://voxshard-run-{uuid.uuid4().hex}/run"
+    local = tmp_path / "local"
+    Trainer([str(two_language_build)], None, str(local), config("optim.max_steps=4")).train()
+    monkeypatch.setenv("VOXSHARD_RUN_CACHE", str(tmp_path / "machine-a"))
+    settings = config("optim.max_steps=4", "run.checkpoint_every=2")
+    Trainer(
+        [str(two_language_build)],
+        None,
+        url,
+        config("optim.max_steps=4", "run.checkpoint_every=2", "run.stop_at_step=2"),
+    ).train()
+    pointer = json.loads(storage.read_bytes(f"{url}/checkpoints/latest.json"))
+    assert pointer == {"step": 2, "path": "step_00000002"}
+    assert storage.isfile(f"{url}/checkpoints/step_00000002/model.pt")
+    monkeypatch.setenv("VOXSHARD_RUN_CACHE", str(tmp_path / "machine-b"))
+    with caplog.at_level("INFO", logger="voxshard"):
+        Trainer([str(two_language_build)], None, url, settings).train()
+    assert "resumed from" in caplog.text and "(step 2)" in caplog.text  # not from scratch
+    remote = [json.loads(line) for line in storage.read_bytes(f"{url}/metrics.jsonl").splitlines()]
+    strip = [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics(local)]
+    assert [{k: v for k, v in m.items() if k not in TIMINGS} for m in remote] == strip
+    report = run_probe(url, str(two_language_build), per_language=100)
+    assert json.loads(storage.read_bytes(f"{url}/probe/report.json")) == report
+    assert storage.getsize(f"{url}/probe/confusion.png") > 1000
+    storage.remove_tree(url.rsplit("/", 1)[0])

@@ -38,6 +38,7 @@ from voxshard.training.data import (
 from voxshard.training.flops import model_flops, peak_flops
 from voxshard.training.model import SpeechModel, latest_checkpoint
 from voxshard.training.objective import Objective
+from voxshard.training.runs import run_folder
 
 LOG = logging.getLogger("voxshard")
 
@@ -132,7 +133,8 @@ class Trainer:
         init_from: str | None = None,
     ) -> None:
         self.config = config
-        self.out = out
+        self.run_folder = run_folder(out)  # a URL run is written in a local mirror
+        self.out = self.run_folder.local
         self.step = 0
         self.data_state: dict[str, Any] | None = None
         self.setup_distributed_and_seeds()
@@ -162,6 +164,9 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.mask_generator = torch.Generator(self.device).manual_seed(seed + 1000)
+        if self.dist.main:
+            self.run_folder.fetch()  # a run at a URL: its latest checkpoint, for a resume
+        self._barrier()
 
     def setup_data(self, builds: list[str], sim: str | None) -> None:
         """The builds' training shards, languages and rate, the batch sampler of this rank,
@@ -267,6 +272,7 @@ class Trainer:
                 json.dump({"step": self.step, "path": os.path.basename(folder)}, handle)
             os.replace(f"{pointer}.tmp", pointer)
             prune_checkpoints(self.checkpoints, self.config.run.keep_checkpoints)
+            self.run_folder.publish(os.path.basename(folder))
         self._barrier()
 
     def init_weights(self, run: str) -> None:
@@ -274,7 +280,9 @@ class Trainer:
         (a BEST-RQ run), with a fresh optimizer and schedule. Only the MASR heads may be
         missing from it (or extra); the encoder and BEST-RQ head must match this config."""
         try:
-            folder = latest_checkpoint(run)
+            source = run_folder(run)
+            source.fetch()
+            folder = latest_checkpoint(source.local)
             if folder is None:
                 raise FileNotFoundError(os.path.join(run, "checkpoints", "latest.json"))
             state = torch.load(
@@ -440,6 +448,8 @@ class Trainer:
             prefetcher.close()
             if tensorboard is not None:
                 tensorboard.close()
+        if self.dist.main:
+            self.run_folder.publish()  # the metrics since the last checkpoint
         return last
 
     def open_loader(self) -> Prefetcher | WorkerBatches:

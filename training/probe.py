@@ -27,13 +27,16 @@ from voxshard.training.data import (
 from voxshard.training.features import LogMel, normalize_per_feature
 from voxshard.training.masr import mean_pool
 from voxshard.training.model import ConformerEncoder, build_encoder, latest_checkpoint
+from voxshard.training.runs import run_folder
 
 LOG = logging.getLogger("voxshard")
 
 
 def load_encoder(run: str) -> tuple[ConformerEncoder, TrainConfig, int]:
     """The run's latest encoder (eval mode), its settings and its audio rate in Hz."""
-    folder = latest_checkpoint(run)
+    source = run_folder(run)
+    source.fetch()
+    folder = latest_checkpoint(source.local)
     if folder is None:
         raise ConfigError(f"{run!r} holds no checkpoint: train first")
     state = torch.load(os.path.join(folder, "model.pt"), map_location="cpu", weights_only=True)
@@ -209,16 +212,16 @@ def run_probe(
         "chance": 1.0 / len(languages),
         "layers": per_layer,
     }
-    folder = os.path.join(run, "probe")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+    folder = storage.join(run, "probe")  # a run at a URL gets its probe there too
+    storage.write_atomic(
+        storage.join(folder, "report.json"), json.dumps(report, indent=2).encode("utf-8")
+    )
     _plot_confusion(
         matrix,
         languages,
         report["accuracy"],
         f"{evaluated_on}, layer {chosen + 1} of {depth}",
-        os.path.join(folder, "confusion.png"),
+        storage.join(folder, "confusion.png"),
     )
     return report
 
