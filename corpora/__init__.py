@@ -7,6 +7,7 @@ from voxshard.corpora.base import (
     CorpusOptions,
     CorpusSpec,
     ParseResult,
+    Setting,
     SourceUtterance,
     origin_order,
 )
@@ -88,12 +89,24 @@ def get_corpus(name: str) -> CorpusSpec:
         raise ConfigError(f"unknown SOURCE {name!r}; choose one of: {known}") from None
 
 
+def corpus_settings() -> list[tuple[Setting, list[str]]]:
+    """Every corpus's own settings, each once, with the corpora that declare it (the CLI
+    makes one option of each)."""
+    found: dict[str, tuple[Setting, list[str]]] = {}
+    for spec in REGISTRY.values():
+        for setting in spec.settings.values():
+            found.setdefault(setting.name, (setting, []))[1].append(spec.name)
+    return list(found.values())
+
+
 __all__ = [
     "REGISTRY",
     "CorpusOptions",
     "CorpusSpec",
     "ParseResult",
+    "Setting",
     "SourceUtterance",
+    "corpus_settings",
     "get_corpus",
     "origin_order",
 ]

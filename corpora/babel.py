@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
+    Setting,
     SourceUtterance,
     map_gender,
     none_if_empty,
@@ -30,9 +31,18 @@ from voxshard.schemas.tables import data_rows
 
 NAME = "babel"
 DEFAULT_SPLITS = ("train", "dev", "eval")
-SETTINGS: dict[str, tuple[str, ...] | None] = {
-    "babel_eval_window": None,
-    "keep_silence": ("yes", "no"),
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting("babel_eval_window", "cut eval audio into audio-only windows of S seconds"),
+        Setting(
+            "keep_silence",
+            "keep segments with no speech in them",
+            ("yes", "no"),
+            "no",
+            flag=True,
+        ),
+    )
 }
 # A pack is found by its content (conversational/ or scripted/ folders), at ROOT or up to
 # PACK_DEPTH folders below it. Its language id comes from its name, or the name of a folder

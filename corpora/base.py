@@ -88,6 +88,24 @@ class CorpusOptions:
 ParseResult = SourceUtterance | CorpusFormatError
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A corpus's own build option, declared with the corpus: the CLI makes ``--name``
+    from it (``voxshard build --help`` shows ``summary``), the API takes it by name, and
+    BuildConfig checks its value. ``choices`` None means a positive number; a ``flag`` is
+    an on/off switch (``--keep-silence``) stored as yes/no."""
+
+    name: str  # snake_case; the flag is --name-with-dashes
+    summary: str
+    choices: tuple[str, ...] | None = None
+    default: str | None = None  # what the adapter does when it is not given
+    flag: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
 def origin_order(origin: str) -> tuple[str, int]:
     """Sort key of a "table:line" origin (or a plain path): line numbers compare as numbers."""
     path, _, line = origin.rpartition(":")
@@ -105,8 +123,8 @@ class CorpusSpec:
     default_splits: tuple[str, ...] | None
     list_sources: Callable[[CorpusOptions], list[str]]
     parse_source: Callable[[CorpusOptions, str], Iterator[ParseResult]]
-    # corpus-specific settings: name -> allowed values (None: a positive number)
-    settings: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    # the corpus's own options (Setting), by name
+    settings: dict[str, Setting] = field(default_factory=dict)
     # every split name the layout has (None: any, as a manifest's own split column)
     known_splits: tuple[str, ...] | None = None
     # the language tags found under ROOT, as the layout writes them (None: not known before
@@ -139,7 +157,7 @@ class CorpusSpec:
             if name not in self.settings:
                 problems.append(f"--{name.replace('_', '-')} does not apply to {self.name}")
                 continue
-            allowed = self.settings[name]
+            allowed = self.settings[name].choices
             if allowed is None:
                 try:
                     ok = float(value) > 0

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
+    Setting,
     SourceUtterance,
     map_gender,
     read_rows,
@@ -25,9 +26,22 @@ from voxshard.schemas import ConfigError, CorpusFormatError, make_key, storage
 
 NAME = "mls"
 DEFAULT_SPLITS = ("train", "dev", "test")
-SETTINGS: dict[str, tuple[str, ...] | None] = {
-    "subset": ("all", "9hr", "1hr", "10hr"),
-    "mls_release": ("auto", "flac", "opus"),
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting(
+            "subset",
+            "limit train to a limited-supervision set (9hr, 1hr, 10hr)",
+            ("all", "9hr", "1hr", "10hr"),
+            "all",
+        ),
+        Setting(
+            "mls_release",
+            "which release when both are present (auto prefers FLAC)",
+            ("auto", "flac", "opus"),
+            "auto",
+        ),
+    )
 }
 FOLDER = re.compile(r"^mls_(?P<language>[a-z]+?)(?P<opus>_opus)?$")
 UTTERANCE_ID = re.compile(r"^(?P<speaker>\d+)_(?P<book>\d+)_(?P<seq>\d+)$")
@@ -57,10 +71,13 @@ def list_sources(options: CorpusOptions) -> list[str]:
         folder = folders.get(release)
         if folder is None:
             continue
+        subset = options.setting("subset", "all")
         for split in options.splits or DEFAULT_SPLITS:
             table = f"{folder}/{split}/transcripts.txt"
             if storage.isfile(storage.join(options.root, table)):
                 sources.append(table)
+                if split == "train" and subset != "all":  # a missing handle list: now, not
+                    read_handles(storage.join(options.root, folder), subset)  # mid-pipeline
     if not sources:
         raise ConfigError(
             f"no MLS transcripts for the chosen languages/release under {options.root!r}: "

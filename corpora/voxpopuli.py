@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from voxshard.corpora.base import (
     CorpusOptions,
     ParseResult,
+    Setting,
     SourceUtterance,
     map_gender,
     none_if_empty,
@@ -32,9 +33,22 @@ from voxshard.schemas import ConfigError, CorpusFormatError, InvalidKeyError, ma
 
 NAME = "voxpopuli"
 DEFAULT_SPLITS = ("train", "dev", "test", "unlabelled")
-SETTINGS: dict[str, tuple[str, ...] | None] = {
-    "voxpopuli_data": ("asr", "unlabelled", "both"),
-    "voxpopuli_audio": ("lang", "original"),
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting(
+            "voxpopuli_data",
+            "the transcribed ASR segments, the unlabelled data, or both",
+            ("asr", "unlabelled", "both"),
+            "asr",
+        ),
+        Setting(
+            "voxpopuli_audio",
+            "cut from the language channel, or from the original (floor) audio",
+            ("lang", "original"),
+            "lang",
+        ),
+    )
 }
 ASR_REQUIRED = ("id_", "session_id", "speaker_id", "original_text", "normed_text", "vad", "split")
 UNLABELLED_TABLE = "unlabelled_data/unlabelled_v2.tsv.gz"

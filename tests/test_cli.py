@@ -204,3 +204,37 @@ def test_languages_the_corpus_lacks_are_errors_with_what_it_has(
     assert (
         "zh is zho, a macrolanguage; commonvoice under ROOT has it as zh-CN (cmn)" in macro.stderr
     )
+
+
+def test_corpus_options_come_from_the_registry(cv_root: Path, tmp_path: Path) -> None:
+    """Each corpus declares its own options (corpora/: Setting); the CLI makes them, says
+    whose they are, and refuses one given to another corpus."""
+    from voxshard.cli import _settings
+    from voxshard.corpora import corpus_settings
+    from voxshard.pipelines.demo import generate_mls_demo
+
+    shown = run_cli("build", "--help", env={"COLUMNS": "200"})
+    for setting, corpora in corpus_settings():
+        assert setting.option in shown.stdout and f"{corpora[0]}: " in shown.stdout
+    assert _settings({"subset": "9hr", "keep_silence": True, "babel_eval_window": 10.0}) == (
+        ("babel_eval_window", "10.0"),
+        ("keep_silence", "yes"),
+        ("subset", "9hr"),
+    )
+    assert _settings({"keep_silence": False, "subset": None}) == ()
+    generate_mls_demo(str(tmp_path / "mls"))
+    root, out = str(tmp_path / "mls"), str(tmp_path / "o")
+    planned = run_cli("build", "mls", root, "--out", out, "--mls-release", "opus", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "ita " in planned.stdout  # the Opus release holds Italian; FLAC does not
+    handles = run_cli("build", "mls", root, "--out", out, "--subset", "9hr", "--dry-run")
+    assert handles.returncode == 2 and "Traceback" not in handles.stderr
+    assert handles.stderr.strip().endswith("limited_supervision/9hr/handles.txt is missing")
+    wrong = run_cli(
+        "build", "commonvoice", str(cv_root), "--out", str(tmp_path / "c"), "--keep-silence"
+    )
+    assert wrong.returncode == 2 and "--keep-silence does not apply to commonvoice" in wrong.stderr
+    bad = run_cli(
+        "build", "mls", str(tmp_path / "mls"), "--out", str(tmp_path / "m"), "--subset", "2hr"
+    )
+    assert bad.returncode == 2 and "--subset '2hr' must be one of all, 9hr, 1hr, 10hr" in bad.stderr

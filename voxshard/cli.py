@@ -78,12 +78,61 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
-def _settings(**values: str | None) -> tuple[tuple[str, str], ...]:
-    """The corpus-specific options the user gave, as (name, value) pairs."""
-    return tuple((name, value) for name, value in values.items() if value is not None)
+def _settings(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The corpus options the user gave, as (name, value) pairs: a flag that is on is
+    "yes", numbers as written, options not given are left out."""
+    pairs = []
+    for name, value in sorted(values.items()):
+        if value is None or value is False:
+            continue
+        pairs.append((name, "yes" if value is True else str(value)))
+    return tuple(pairs)
 
 
-@app.command(context_settings={"allow_interspersed_args": True})
+def _with_corpus_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one option per corpus setting in the registry (corpora/): its
+    ``**corpus_options`` receives them. The corpus declares the option (name, summary,
+    choices or a number, flag), so nothing here is copied by hand."""
+    import inspect
+    import typing
+
+    from voxshard.corpora import corpus_settings
+
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # strings -> objects
+    fixed = [
+        p.replace(annotation=hints[p.name])
+        for p in signature.parameters.values()
+        if p.kind is not p.VAR_KEYWORD
+    ]
+    annotations = {k: v for k, v in hints.items() if k != "corpus_options"}
+    extra = []
+    for setting, corpora in corpus_settings():
+        where = ", ".join(corpora)
+        if setting.flag:
+            kind: Any = bool
+            default: Any = False
+            text = f"{where}: {setting.summary}"
+        elif setting.choices is None:
+            kind, default = float | None, None
+            text = f"{where}: {setting.summary} (a positive number)"
+        else:
+            kind, default = str | None, None
+            text = f"{where}: {setting.summary}: {', '.join(setting.choices)}"
+            if setting.default is not None:
+                text += f" (default {setting.default})"
+        annotation = Annotated[kind, typer.Option(setting.option, help=text)]
+        annotations[setting.name] = annotation
+        extra.append(
+            inspect.Parameter(
+                setting.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+    command.__signature__ = signature.replace(parameters=[*fixed, *extra])  # type: ignore[attr-defined]
+    command.__annotations__ = annotations
+    return command
+
+
 def build(
     source: Annotated[str, typer.Argument(help=_source_help())],
     root: Annotated[str, typer.Argument(help="the corpus root folder (or manifest file)")],
@@ -114,20 +163,6 @@ def build(
     language_geo: Annotated[
         bool, typer.Option(help="else geo = the language's location (lang2vec/Glottolog)")
     ] = True,
-    voxpopuli_data: Annotated[
-        str | None, typer.Option(help="voxpopuli: asr (default), unlabelled or both")
-    ] = None,
-    voxpopuli_audio: Annotated[
-        str | None, typer.Option(help="voxpopuli: cut from the lang channel or the original")
-    ] = None,
-    subset: Annotated[
-        str | None, typer.Option(help="mls: limited supervision 9hr, 1hr or 10hr (train)")
-    ] = None,
-    mls_release: Annotated[str | None, typer.Option(help="mls: auto, flac or opus")] = None,
-    babel_eval_window: Annotated[
-        float | None, typer.Option(help="babel: cut eval audio into windows of S seconds")
-    ] = None,
-    keep_silence: Annotated[bool, typer.Option(help="babel: keep segments with no speech")] = False,
     normalize: Annotated[
         str, typer.Option("--normalize", help="transcripts: keep, canonical, to-latin, to-native")
     ] = "canonical",
@@ -144,6 +179,7 @@ def build(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing build in OUT")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    **corpus_options: Any,  # the registry's own settings: options made by _with_corpus_options
 ) -> None:
     """Ingest SOURCE at ROOT into OUT: shards/, utterances.parquet, shards.jsonl, rejects.jsonl,
     stats.json and COMPLETED. Everything after `--` goes to Beam (e.g. `-- --runner
@@ -171,14 +207,7 @@ def build(
             lexicon=lexicon,
             scheme=scheme,
             verify_copies=verify_copies,
-            settings=_settings(
-                voxpopuli_data=voxpopuli_data,
-                voxpopuli_audio=voxpopuli_audio,
-                subset=subset,
-                mls_release=mls_release,
-                babel_eval_window=None if babel_eval_window is None else str(babel_eval_window),
-                keep_silence="yes" if keep_silence else None,
-            ),
+            settings=_settings(corpus_options),
         )
         stats = run_build(config, beam_args or (), overwrite=overwrite, dry_run_only=dry_run)
     except ConfigError as error:
@@ -204,6 +233,9 @@ def build(
         f"wrote {stats['written']} utterances ({stats['hours']:.3f} h) in "
         f"{stats['shards']['count']} shard(s); rejected {stats['rejected']} -> {out}"
     )
+
+
+build = app.command(context_settings={"allow_interspersed_args": True})(_with_corpus_options(build))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
