@@ -192,3 +192,22 @@ def test_export_is_deterministic_and_the_cli_says_how_to_read_it(
     bad = run_cli("export", "hf", str(tmp_path / "nowhere"), str(tmp_path / "c"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "not a finished build" in bad.stderr
+
+
+def test_an_export_into_a_url_holds_the_same_bytes(built: Path, tmp_path: Path) -> None:
+    import uuid
+
+    from voxshard.schemas import storage
+
+    url = f"memory://voxshard-export-{uuid.uuid4().hex}/nemo"
+    export("nemo", str(built), url, splits=["dev"])
+    export("nemo", str(built), str(tmp_path / "nemo"), splits=["dev"])
+    local = sorted(
+        str(p.relative_to(tmp_path / "nemo")) for p in (tmp_path / "nemo").rglob("*") if p.is_file()
+    )
+    assert sorted(storage.walk_files(url)) == local
+    for name in local:
+        if name != ".voxshard-export.json" and not name.endswith("nemo_dataset.yaml"):
+            assert storage.read_bytes(f"{url}/{name}") == (tmp_path / "nemo" / name).read_bytes()
+    assert export("nemo", str(built), url, splits=["dev"])["already_done"] is True
+    storage.remove_tree(url.rsplit("/", 1)[0])
