@@ -859,3 +859,24 @@ def test_a_run_at_a_url_resumes_on_another_machine_and_probes_there(
     assert json.loads(storage.read_bytes(f"{url}/probe/report.json")) == report
     assert storage.getsize(f"{url}/probe/confusion.png") > 1000
     storage.remove_tree(url.rsplit("/", 1)[0])
+
+
+def test_logging_every_n_steps_reads_the_device_only_then(
+    two_language_build: Path, tmp_path: Path
+) -> None:
+    """With run.log_every=3 the rows are steps 3 and 6, with the same losses as a run that
+    logs every step, and their rates cover the three steps since the previous row."""
+    every, sparse = tmp_path / "every", tmp_path / "sparse"
+    Trainer([str(two_language_build)], None, str(every), config()).train()
+    Trainer([str(two_language_build)], None, str(sparse), config("run.log_every=3")).train()
+    dense, rows = metrics(every), metrics(sparse)
+    assert [r["step"] for r in rows] == [3, 6]
+    for row in rows:
+        same = dense[row["step"] - 1]
+        assert (row["loss"], row["grad_norm"], row["lr"]) == (
+            same["loss"],
+            same["grad_norm"],
+            same["lr"],
+        )
+        covered = dense[row["step"] - 3 : row["step"]]
+        assert row["audio_seconds"] == pytest.approx(sum(r["audio_seconds"] for r in covered))

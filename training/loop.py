@@ -366,19 +366,18 @@ class Trainer:
         progress = _progress(self.dist.main, config.optim.max_steps, self.step)
         try:
             self.model.train()
+            interval = {"started": time.perf_counter(), "seconds": 0.0, "wait": 0.0, "flops": 0.0}
             while self.step < config.optim.max_steps:
-                started = time.perf_counter()
-                wait = 0.0
-                seconds = 0.0
-                flops = 0.0
-                totals: dict[str, float] = {}
+                # the step stays on the device: losses and the gradient norm are read back
+                # (a host sync) only on the steps that log, validate or checkpoint
+                step_totals: dict[str, torch.Tensor] = {}
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in range(config.optim.grad_accumulation):
                     waited = time.perf_counter()
                     batch = prefetcher.next()
-                    wait += time.perf_counter() - waited
-                    seconds += batch.seconds
-                    flops += self.step_flops(batch)
+                    interval["wait"] += time.perf_counter() - waited
+                    interval["seconds"] += batch.seconds
+                    interval["flops"] += self.step_flops(batch)
                     last_micro = micro == config.optim.grad_accumulation - 1
                     skip_sync = self.dist.world > 1 and not last_micro
                     context = cast(Any, self.ddp).no_sync() if skip_sync else nullcontext()
@@ -387,60 +386,45 @@ class Trainer:
                         scaled = losses["total"] / config.optim.grad_accumulation
                         scaled.backward()  # type: ignore[no-untyped-call]
                     for name, value in losses.items():
-                        totals[name] = (
-                            totals.get(name, 0.0)
-                            + float(value.detach()) / config.optim.grad_accumulation
+                        share = value.detach() / config.optim.grad_accumulation
+                        step_totals[name] = (
+                            step_totals[name] + share if name in step_totals else share
                         )
                     self.data_state = batch.state
-                grad_norm = float(
-                    nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip_norm)
+                grad_norm = nn.utils.clip_grad_norm_(
+                    self.model.parameters(), config.optim.clip_norm
                 )
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
-                elapsed = time.perf_counter() - started
-                last = {
-                    "step": self.step,
-                    "loss": round(totals["total"], 6),
-                    **{
-                        f"loss_{k}": round(v, 6)
-                        for k, v in totals.items()
-                        if k not in ("total", "masked_fraction", "geo_from_language")
-                    },
-                    "masked_fraction": round(totals["masked_fraction"], 4),
-                    **(
-                        {"geo_from_language_fraction": round(totals["geo_from_language"], 4)}
-                        if "geo_from_language" in totals
-                        else {}
-                    ),
-                    "grad_norm": round(grad_norm, 4),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "audio_seconds": round(seconds, 3),
-                    "audio_s_per_s": round(seconds * self.dist.world / elapsed, 2),
-                    "data_wait_fraction": round(wait / elapsed, 4),
-                    "model_tflops_per_s": round(flops / elapsed / 1e12, 4),
-                    **({} if peak is None else {"mfu": round(flops / elapsed / peak, 4)}),
-                    "corrupt_samples": int(batch.state["corrupt"]),
-                    "memory_mb": _memory_mb(self.device),
-                    "rss_mb": _rss_mb(),
-                }
-                every = config.run.validate_every
-                if self.dist.main and every and self.step % every == 0:
-                    last.update(self.validate())
-                if self.dist.main and self.step % config.run.log_every == 0:
-                    with open(metrics_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(last) + "\n")
-                    if tensorboard is not None:
-                        for name, value in last.items():
-                            if name != "step" and isinstance(value, int | float):
-                                tensorboard.add_scalar(name, value, self.step)
-                progress(self.step, last["loss"])
                 pause = 0 < config.run.stop_at_step <= self.step
-                if (
+                checkpoint = (
                     self.step % config.run.checkpoint_every == 0
                     or self.step == config.optim.max_steps
                     or pause
-                ):
+                )
+                every = config.run.validate_every
+                validate = self.dist.main and every and self.step % every == 0
+                logged = self.step % config.run.log_every == 0
+                if logged or validate or checkpoint:
+                    last = self.metrics_row(step_totals, grad_norm, interval, peak, batch.state)
+                    interval = {
+                        "started": time.perf_counter(),
+                        "seconds": 0.0,
+                        "wait": 0.0,
+                        "flops": 0.0,
+                    }
+                    if validate:
+                        last.update(self.validate())
+                    if self.dist.main and logged:
+                        with open(metrics_path, "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(last) + "\n")
+                        if tensorboard is not None:
+                            for name, value in last.items():
+                                if name != "step" and isinstance(value, int | float):
+                                    tensorboard.add_scalar(name, value, self.step)
+                    progress(self.step, last["loss"])
+                if checkpoint:
                     self.save()
                 if pause:
                     break
@@ -451,6 +435,45 @@ class Trainer:
         if self.dist.main:
             self.run_folder.publish()  # the metrics since the last checkpoint
         return last
+
+    def metrics_row(
+        self,
+        totals: dict[str, torch.Tensor],
+        grad_norm: torch.Tensor,
+        interval: dict[str, float],
+        peak: float | None,
+        data_state: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One metrics.jsonl row: this step's losses (read back from the device here) and
+        the rates over the steps since the last row."""
+        values = {name: float(value) for name, value in totals.items()}
+        elapsed = max(1e-9, time.perf_counter() - interval["started"])
+        flops = interval["flops"]
+        return {
+            "step": self.step,
+            "loss": round(values["total"], 6),
+            **{
+                f"loss_{k}": round(v, 6)
+                for k, v in values.items()
+                if k not in ("total", "masked_fraction", "geo_from_language")
+            },
+            "masked_fraction": round(values["masked_fraction"], 4),
+            **(
+                {"geo_from_language_fraction": round(values["geo_from_language"], 4)}
+                if "geo_from_language" in values
+                else {}
+            ),
+            "grad_norm": round(float(grad_norm), 4),
+            "lr": self.scheduler.get_last_lr()[0],
+            "audio_seconds": round(interval["seconds"], 3),
+            "audio_s_per_s": round(interval["seconds"] * self.dist.world / elapsed, 2),
+            "data_wait_fraction": round(interval["wait"] / elapsed, 4),
+            "model_tflops_per_s": round(flops / elapsed / 1e12, 4),
+            **({} if peak is None else {"mfu": round(flops / elapsed / peak, 4)}),
+            "corrupt_samples": int(data_state["corrupt"]),
+            "memory_mb": _memory_mb(self.device),
+            "rss_mb": _rss_mb(),
+        }
 
     def open_loader(self) -> Prefetcher | WorkerBatches:
         """One loader thread (data.workers 0), or worker processes from the resumed

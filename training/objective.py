@@ -155,9 +155,13 @@ class Objective:
         targets, target_mask = self.ssl_targets(masked, hidden, enc_mask)
         codebooks = config.bestrq.num_codebooks
         logits = logits.float().view(logits.shape[0], frames_out, codebooks, -1)
-        ssl = nn.functional.cross_entropy(
-            logits[target_mask].reshape(-1, logits.shape[-1]), targets[target_mask].reshape(-1)
-        )
+        # the mean over masked frames and codebooks, by weights rather than boolean indexing
+        # (whose data-dependent shape makes the host wait for the device every step)
+        per_frame = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        ).view(targets.shape)
+        weights = target_mask[..., None].float()
+        ssl = (per_frame * weights).sum() / (weights.sum() * codebooks).clamp(min=1.0)
         result = {"ssl": ssl}
         for name, (q, p) in heads.items():
             result[name] = masr_triplet(
