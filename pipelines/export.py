@@ -222,6 +222,7 @@ def write_hf(shards: Sequence[Shard], out: str, progress: Progress | None) -> di
 
     samples = 0
     splits: dict[str, int] = {}
+    split_bytes: dict[str, int] = {}
     licenses: dict[str, int] = {}
     languages: set[str] = set()
     rates: set[int] = set()
@@ -240,23 +241,34 @@ def write_hf(shards: Sequence[Shard], out: str, progress: Progress | None) -> di
             raise ConfigError(f"the build mixes sample rates {sorted(rates)}: export it per rate")
         table = pa.Table.from_pylist(rows, schema=_hf_schema(rate))
         name = f"{shard.split}-{shard.number:05d}-of-{shard.of:05d}.parquet"
-        with storage.atomic_writer(storage.join(out, "data", name)) as handle:
+        path = storage.join(out, "data", name)
+        with storage.atomic_writer(path) as handle:
             pq.write_table(table, handle, row_group_size=HF_ROWS_PER_GROUP, compression="zstd")
+        split_bytes[shard.split] = split_bytes.get(shard.split, 0) + storage.getsize(path)
         samples += len(rows)
         splits[shard.split] = splits.get(shard.split, 0) + len(rows)
         if progress is not None:
             progress(done, len(shards))
     rate = next(iter(rates)) if rates else 16000
-    card = hf_card(splits, sorted(languages), licenses, rate)
+    card = hf_card(splits, sorted(languages), licenses, rate, split_bytes)
     storage.write_atomic(storage.join(out, "README.md"), card.encode("utf-8"))
     return {"samples": samples, "read_with": "datasets.load_dataset(OUT)"}
 
 
 def hf_card(
-    splits: dict[str, int], languages: list[str], licenses: dict[str, int], sample_rate: int
+    splits: dict[str, int],
+    languages: list[str],
+    licenses: dict[str, int],
+    sample_rate: int,
+    split_bytes: dict[str, int] | None = None,
 ) -> str:
     """README.md with the Hub's YAML: configs (one data_files entry per split), features,
-    languages (ISO 639-3, as the Hub accepts) and licence."""
+    splits with their sizes, languages (ISO 639-3, as the Hub accepts) and licence.
+
+    The sizes matter beyond information: ``datasets`` caches a local folder's dataset under
+    a hash of its card's config, and two exports whose cards were equal (same folder name,
+    same patterns) shared one cache entry, so the second loaded the first's rows."""
+    sizes = split_bytes or {}
     from voxshard.schemas import language_name
 
     hub_license = _hub_license(licenses)
@@ -270,6 +282,15 @@ def hf_card(
             yaml += ["    dtype:", "      audio:", f"        sampling_rate: {sample_rate}"]
         else:
             yaml.append(f"    dtype: {feature['dtype']}")
+    yaml += ["  splits:"]
+    for split in sorted(splits):
+        yaml += [
+            f"  - name: {split}",
+            f"    num_bytes: {sizes.get(split, 0)}",
+            f"    num_examples: {splits[split]}",
+        ]
+    total = sum(sizes.values())
+    yaml += [f"  download_size: {total}", f"  dataset_size: {total}"]
     yaml += ["language:", *(f"- {lang}" for lang in languages), f"license: {hub_license}"]
     yaml += ["task_categories:", "- automatic-speech-recognition", "---", ""]
     body = [

@@ -85,7 +85,8 @@ def test_datasets_loads_the_hf_export(built: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "hf"
     export("hf", str(built), str(out))
-    loaded = datasets.load_dataset(str(out))
+    cache = str(tmp_path / "hf-cache")
+    loaded = datasets.load_dataset(str(out), cache_dir=cache)
     assert sorted(loaded) == ["dev", "test", "train"]
     assert isinstance(loaded["train"].features["audio"], datasets.Audio)
     assert loaded["train"].features["audio"].sampling_rate == 16000
@@ -104,6 +105,13 @@ def test_datasets_loads_the_hf_export(built: Path, tmp_path: Path) -> None:
             assert row["license"] == "CC0-1.0"
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "license: cc0-1.0" in card and "- split: train" in card
+    # datasets caches a folder under a hash of its card: another export in a folder of the
+    # same name must not load the first one's rows (equal cards did)
+    other = tmp_path / "elsewhere" / "hf"
+    export("hf", str(built), str(other), languages=["pl"])  # the same splits and patterns
+    again = datasets.load_dataset(str(other), cache_dir=cache)
+    for split in ("dev", "test", "train"):
+        assert again[split]["key"] == [k for k in expected(built, split) if "_pl_" in k]
 
 
 def nemo_reader(split_dir: Path) -> list[tuple[dict[str, Any], bytes]]:
