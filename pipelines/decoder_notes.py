@@ -31,6 +31,21 @@ class Filtered:
     lines: int = 0
 
 
+# the filter in force: (the real stderr's descriptor, the thread passing bytes to it)
+_ACTIVE: list[tuple[int, threading.Thread]] = []
+
+
+def release(timeout_s: float = 0.5) -> None:
+    """Give fd 2 back to the real stderr now and let the filter pass on what it holds: for
+    a process about to leave with os._exit (Ctrl-C), whose last words must be seen."""
+    if not _ACTIVE:
+        return
+    original, pump = _ACTIVE[-1]
+    sys.stderr.flush()
+    os.dup2(original, 2)
+    pump.join(timeout=timeout_s)
+
+
 def is_decoder_note(line: bytes) -> bool:
     return bool(DECODER_LINE.match(line))
 
@@ -52,9 +67,11 @@ def quiet_decoder_notes(enabled: bool = True) -> Iterator[Filtered]:
         target=_pump, args=(read_end, original, filtered), name="voxshard-stderr", daemon=True
     )
     pump.start()
+    _ACTIVE.append((original, pump))
     try:
         yield filtered
     finally:
+        _ACTIVE.pop()
         sys.stderr.flush()
         os.dup2(original, 2)  # the pipe's last write end in this process closes here
         pump.join(timeout=5.0)  # EOF once worker processes holding it have exited

@@ -28,6 +28,7 @@ from typing import Any
 from voxshard.corpora import get_corpus
 from voxshard.pipelines.config import BuildConfig
 from voxshard.pipelines.decoder_notes import quiet_decoder_notes
+from voxshard.pipelines.decoder_notes import release as release_stderr
 from voxshard.pipelines.outdir import WORK_DIR, build_lock, prepare_output, remove_work_dir
 from voxshard.pipelines.progress import Progress
 from voxshard.schemas import BuildError, ConfigError, storage
@@ -227,6 +228,7 @@ def _stop_on_interrupt(out: str) -> Iterator[None]:
 
     def stop(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
+        release_stderr()  # the decoder-note filter must not swallow these last words
         sys.stderr.write(
             f"\nvoxshard: {name}: stopping the build; OUT {out!r} keeps every finished shard. "
             "Rerun the same command to resume.\n"
