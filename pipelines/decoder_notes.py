@@ -35,9 +35,11 @@ class Filtered:
 _ACTIVE: list[tuple[int, threading.Thread]] = []
 
 
-def release(timeout_s: float = 0.5) -> None:
-    """Give fd 2 back to the real stderr now and let the filter pass on what it holds: for
-    a process about to leave with os._exit (Ctrl-C), whose last words must be seen."""
+def release(timeout_s: float = 0.05) -> None:
+    """Give fd 2 back to the real stderr now (what is written next goes straight there) and
+    give the filter a moment to pass on what it holds: for a process about to leave with
+    os._exit (Ctrl-C), whose last words must be seen. It does not wait for the pipe's end:
+    worker processes still hold it, and the caller is about to stop them."""
     if not _ACTIVE:
         return
     original, pump = _ACTIVE[-1]

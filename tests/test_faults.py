@@ -103,7 +103,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and time.monotonic() - started < 10
     assert "SIGINT: stopping the build" in stderr and "Rerun the same command to resume" in stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
     time.sleep(0.5)
     assert [pid for pid in workers_before if _running(pid)] == []  # no worker left behind
     assert not (out / "COMPLETED").exists()
