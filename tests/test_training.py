@@ -880,3 +880,16 @@ def test_logging_every_n_steps_reads_the_device_only_then(
         )
         covered = dense[row["step"] - 3 : row["step"]]
         assert row["audio_seconds"] == pytest.approx(sum(r["audio_seconds"] for r in covered))
+
+
+def test_a_setting_added_later_does_not_block_a_resume_at_its_default() -> None:
+    from voxshard.training.config import TrainConfig, changed_settings, check_resume
+
+    current = TrainConfig().to_dict()
+    older = json.loads(json.dumps(current))
+    del older["data"]["workers"], older["data"]["pad_to_bucket"]  # a run from before them
+    check_resume(older, current)  # unchanged: the new settings are at their defaults
+    current["data"]["workers"] = 2
+    assert changed_settings(older, current) == ["data.workers"]
+    with pytest.raises(ConfigError, match=r"other settings \(data\.workers\)"):
+        check_resume(older, current)

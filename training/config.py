@@ -274,14 +274,23 @@ def _load(path: str | None, overrides: list[str], preset: dict[str, Any]) -> Tra
 RESUMABLE_CHANGES = ("optim.max_steps", "run.", "data.prefetch_batches")
 
 
-def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted names whose values differ between two ``to_dict()`` configs."""
+def changed_settings(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    prefix: str = "",
+    defaults: dict[str, Any] | None = None,
+) -> list[str]:
+    """Dotted names whose values differ between two ``to_dict()`` configs. A setting the
+    saved config lacks (added by a later voxshard) counts as unchanged at its default."""
+    defaults = TrainConfig().to_dict() if defaults is None and not prefix else (defaults or {})
     changed = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            changed.extend(changed_settings(old, new, f"{name}."))
+            changed.extend(changed_settings(old, new, f"{name}.", defaults.get(key) or {}))
+        elif key not in saved and key in defaults and new == defaults[key]:
+            continue
         elif old != new and not (isinstance(old, list | tuple) and list(old) == list(new or [])):
             changed.append(name)
     return changed
