@@ -21,13 +21,16 @@ Nothing is claimed beyond what the spread supports: the script prints the differ
 means next to the seeds' spread.
 
     .venv/bin/python benchmarks/science_masr.py [--seeds 0,1,2] [--steps 300]
+    .venv/bin/python benchmarks/science_masr.py --build BUILD   # any build with train + dev
 
-Writes benchmarks/results/science-masr.json. CPU, tiny preset: ~4 minutes per seed here.
+Writes benchmarks/results/science-masr.json (science-masr-b<hash>.json with --build). CPU,
+tiny preset: ~4 minutes per seed here.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -134,6 +137,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--per-voice", type=int, default=12)
+    parser.add_argument(
+        "--build",
+        help="use this voxshard build (train split to train and fit; dev/test to score) "
+        "instead of the espeak-ng corpus",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     half = args.steps // 2
@@ -145,9 +153,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    manifest, spoken = make_corpus(args.per_voice)
-    build = os.path.join(CACHE, f"build-{args.per_voice}")
-    run_build(BuildConfig("manifest", manifest, build), progress_interval_s=None)
+    if args.build is not None:
+        build, spoken = args.build, False
+        corpus_tag = "b" + hashlib.sha256(os.path.abspath(build).encode()).hexdigest()[:8]
+    else:
+        manifest, spoken = make_corpus(args.per_voice)
+        build = os.path.join(CACHE, f"build-{args.per_voice}")
+        run_build(BuildConfig("manifest", manifest, build), progress_interval_s=None)
+        corpus_tag = f"v{args.per_voice}"
+    name = "science-masr.json" if args.build is None else f"science-masr-{corpus_tag}.json"
+    result_path = os.path.join(HERE, "results", name)
     common = [
         "model.preset=tiny",
         "data.batch_seconds=24",
@@ -160,7 +175,7 @@ def main() -> None:
     no_masr = ["masr.language=false", "masr.geo=false"]
     results: dict[str, Any] = {"runs": []}
     for seed in seeds:
-        tag = f"s{seed}-n{args.steps}"
+        tag = f"s{seed}-n{args.steps}" + ("" if args.build is None else f"-{corpus_tag}")
         runs = os.path.join(CACHE, "runs", tag)
         alone = os.path.join(runs, "bestrq")
         train(
@@ -217,16 +232,17 @@ def main() -> None:
             "summary": summary,
             "seeds": seeds,
             "steps_per_arm": args.steps,
-            "languages": sorted(WORDS),
-            "train_voices": TRAIN_VOICES,
-            "held_out_voices": HELD_OUT_VOICES,
+            "build": args.build or "espeak-ng corpus",
+            "languages": sorted(WORDS) if args.build is None else None,
+            "train_voices": TRAIN_VOICES if args.build is None else None,
+            "held_out_voices": HELD_OUT_VOICES if args.build is None else None,
             "espeak_ng": spoken,
             "chance": results["runs"][0]["bestrq"]["chance"],
             "minutes": round((time.time() - started) / 60, 1),
         }
     )
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "science-masr.json"), "w", encoding="utf-8") as f:
+    with open(result_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     for name, figures in summary.items():
         print(
@@ -240,7 +256,7 @@ def main() -> None:
             + ", ".join(f"{d:+.3f}" for d in paired)
             + f"; mean {statistics.mean(paired):+.3f}"
         )
-    with open(os.path.join(HERE, "results", "science-masr.json"), "w", encoding="utf-8") as f:
+    with open(result_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
 
 
