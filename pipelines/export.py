@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from voxshard.pipelines.outdir import is_shard_path
+from voxshard.pipelines.plan import SAFE_SPLIT
 from voxshard.pipelines.shards import read_samples, write_members
 from voxshard.schemas import ConfigError, UnknownLanguageError, resolve_language, storage
 from voxshard.schemas.storage import TEMP_MARKER
@@ -409,6 +411,13 @@ def choose_shards(
     Unknown names are errors that say what the build has."""
     payload = storage.read_bytes(storage.join(build, "shards.jsonl"))
     rows = [json.loads(line) for line in payload.splitlines() if line.strip()]
+    for number, row in enumerate(rows, 1):  # split names become folders under OUT
+        split, path = str(row.get("split", "")), str(row.get("path", ""))
+        if not (is_shard_path(path) and SAFE_SPLIT.match(split) and ".." not in split):
+            raise ConfigError(
+                f"{build!r}: shards.jsonl line {number} is not a voxshard shard "
+                f"(path {path!r}, split {split!r}); check the build with voxshard verify"
+            )
     have_splits = sorted({row["split"] for row in rows})
     have_languages = sorted({row["lang"] for row in rows})
     problems = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,14 @@ def test_language_filter_rerun_and_mistakes(built: Path, tmp_path: Path) -> None
         export("hf", str(built), str(tmp_path / "y"), languages=["fr"])
     with pytest.raises(ConfigError, match="unknown export format 'kaldi'"):
         export("kaldi", str(built), str(tmp_path / "y"))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(built, tampered)
+    rows = (tampered / "shards.jsonl").read_text().splitlines()
+    rows[0] = rows[0].replace('"split":"dev"', '"split":"../../escaped"')
+    (tampered / "shards.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"shards.jsonl line 1 is not a voxshard shard"):
+        export("nemo", str(tampered), str(tmp_path / "t" / "out"))
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "t" / "out").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(ConfigError, match="not empty and holds no voxshard export"):
