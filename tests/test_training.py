@@ -858,6 +858,15 @@ def test_a_run_at_a_url_resumes_on_another_machine_and_probes_there(
     report = run_probe(url, str(two_language_build), per_language=100)
     assert json.loads(storage.read_bytes(f"{url}/probe/report.json")) == report
     assert storage.getsize(f"{url}/probe/confusion.png") > 1000
+    # the run deleted at the URL and started again: machine-b's mirror still holds the old
+    # one, but the URL is the truth, so this is a new run from step 0
+    storage.remove_tree(url)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="voxshard"):
+        Trainer([str(two_language_build)], None, url, config("optim.max_steps=1")).train()
+    assert "resumed from" not in caplog.text
+    rows = storage.read_bytes(f"{url}/metrics.jsonl").splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [1]
     storage.remove_tree(url.rsplit("/", 1)[0])
 
 

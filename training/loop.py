@@ -280,7 +280,7 @@ class Trainer:
         (a BEST-RQ run), with a fresh optimizer and schedule. Only the MASR heads may be
         missing from it (or extra); the encoder and BEST-RQ head must match this config."""
         try:
-            source = run_folder(run)
+            source = run_folder(run, reader=True)
             source.fetch()
             folder = latest_checkpoint(source.local)
             if folder is None:

@@ -34,7 +34,7 @@ LOG = logging.getLogger("voxshard")
 
 def load_encoder(run: str) -> tuple[ConformerEncoder, TrainConfig, int]:
     """The run's latest encoder (eval mode), its settings and its audio rate in Hz."""
-    source = run_folder(run)
+    source = run_folder(run, reader=True)
     source.fetch()
     folder = latest_checkpoint(source.local)
     if folder is None:

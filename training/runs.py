@@ -2,7 +2,8 @@
 
 torch.save, metrics appends and TensorBoard write local files, so a run at a URL works in a
 local mirror (``~/.cache/voxshard/runs/<hash of the URL>``, or ``VOXSHARD_RUN_CACHE``):
-``fetch`` brings the URL's latest checkpoint, its pointer, config.json and metrics.jsonl
+``fetch`` empties the mirror (the URL is the truth: a mirror may hold a run deleted there
+since) and brings the URL's latest checkpoint, its pointer, config.json and metrics.jsonl
 down before a resume; ``publish`` sends a new checkpoint up (its files first, the pointer
 ``latest.json`` last, so a reader never sees a pointer to a partial checkpoint), then the
 metrics, and removes the checkpoints the mirror pruned. A local run folder is used as is.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 from voxshard.schemas import storage
@@ -33,9 +35,10 @@ class RunFolder:
         return self.local != self.url
 
     def fetch(self) -> None:
-        """Bring the URL's latest checkpoint and side files into the local mirror."""
+        """Make the local mirror what the URL holds: its latest checkpoint and side files."""
         if not self.remote:
             return
+        shutil.rmtree(self.local, ignore_errors=True)
         os.makedirs(os.path.join(self.local, "checkpoints"), exist_ok=True)
         for name in SIDE_FILES:
             _download(storage.join(self.url, name), os.path.join(self.local, name))
@@ -75,15 +78,17 @@ class RunFolder:
                 _upload(path, storage.join(self.url, name))
 
 
-def run_folder(url: str) -> RunFolder:
-    """The RunFolder of ``url``: a local path as itself, a URL with its local mirror."""
+def run_folder(url: str, reader: bool = False) -> RunFolder:
+    """The RunFolder of ``url``: a local path as itself, a URL with its local mirror. A
+    ``reader`` (the probe, ``--init-from``) gets a mirror of its own, so reading a run never
+    empties the mirror that a training process on this machine is writing."""
     if not storage.is_remote(url):
         return RunFolder(url, url)
     cache = os.environ.get(
         "VOXSHARD_RUN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "voxshard", "runs")
     )
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-    return RunFolder(url, os.path.join(cache, digest))
+    return RunFolder(url, os.path.join(cache, f"read-{digest}" if reader else digest))
 
 
 def _download(source: str, target: str) -> None:
