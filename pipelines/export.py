@@ -12,7 +12,8 @@
 Audio is never re-encoded: every format gets the build's FLAC bytes. One exported shard per
 build shard, in shards.jsonl order, so an export is as deterministic as the build: the same
 build gives the same bytes. Files are written atomically; ``.voxshard-export.json`` is written
-last and marks a finished export.
+first (an interrupted export is known as ours and replaced by a rerun) and rewritten with
+``finished`` last.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from voxshard.pipelines.outdir import is_shard_path
 from voxshard.pipelines.plan import SAFE_SPLIT
 from voxshard.pipelines.shards import read_samples, write_members
 from voxshard.schemas import ConfigError, UnknownLanguageError, resolve_language, storage
-from voxshard.schemas.storage import TEMP_MARKER
 
 EXPORT_MARKER = ".voxshard-export.json"
 Progress = Callable[[int, int], None]  # (shards done, shards in all)
@@ -492,24 +492,30 @@ def export(
     marker = storage.join(out, EXPORT_MARKER)
     if storage.isdir(out) and storage.listdir(out):
         previous = _read_marker(marker)
-        if previous is not None and previous.get("request") == request and not overwrite:
-            return {**previous, "already_done": True}
-        if previous is None and not _only_partial_export(out, fmt):
+        if previous is None:
             raise ConfigError(
                 f"export OUT {out!r} is not empty and holds no voxshard export: choose an empty "
                 "or new folder"
             )
-        if not overwrite and previous is not None:
+        finished = previous.get("finished", True)
+        if finished and not overwrite:
+            if previous.get("request") == request:
+                return {**previous, "already_done": True}
             raise ConfigError(
                 f"export OUT {out!r} holds an export of other options; pass --overwrite to "
                 "replace it, or choose another folder"
             )
-        storage.remove_tree(out)
-    storage.makedirs(out)
+        storage.remove_tree(out)  # --overwrite, or an export of ours that did not finish
+    # the marker goes first (an interrupted export is known as ours) and is rewritten last
+    storage.write_atomic(marker, _marker_bytes({"request": request, "finished": False}))
     summary = EXPORTERS[fmt].write(shards, out, progress)
-    result = {"request": request, "shards": len(shards), **summary}
-    storage.write_atomic(marker, (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+    result = {"request": request, "shards": len(shards), **summary, "finished": True}
+    storage.write_atomic(marker, _marker_bytes(result))
     return result
+
+
+def _marker_bytes(content: dict[str, Any]) -> bytes:
+    return (json.dumps(content, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _read_marker(path: str) -> dict[str, Any] | None:
@@ -520,27 +526,6 @@ def _read_marker(path: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _only_partial_export(out: str, fmt: str) -> bool:
-    """An export killed before its marker: only names this format writes (rerun replaces)."""
-    names = {"lhotse": None, "hf": {"data", "README.md"}, "nemo": None}[fmt]
-    for entry in storage.listdir(out):
-        if names is not None and entry not in names:
-            return False
-        if names is None and not _is_split_folder(storage.join(out, entry), fmt):
-            return False
-    return True
-
-
-def _is_split_folder(path: str, fmt: str) -> bool:
-    if not storage.isdir(path):
-        return False
-    prefixes = ("cuts.", "recording.") if fmt == "lhotse" else ("audio_", "tarred_", "sharded_")
-    return all(
-        name.startswith(prefixes) or name == "nemo_dataset.yaml" or TEMP_MARKER in name
-        for name in storage.listdir(path)
-    )
 
 
 def iter_formats() -> Iterator[tuple[str, str]]:

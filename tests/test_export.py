@@ -187,6 +187,14 @@ def test_language_filter_rerun_and_mistakes(built: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"shards.jsonl line 1 is not a voxshard shard"):
         export("nemo", str(tampered), str(tmp_path / "t" / "out"))
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "t" / "out").exists()
+    # an export killed part-way (its marker says unfinished) is replaced by a rerun
+    killed = tmp_path / "killed"
+    (killed / "dev").mkdir(parents=True)
+    (killed / "dev" / "audio_0.tar").write_bytes(b"partial")
+    (killed / ".voxshard-export.json").write_text('{"finished": false, "request": {}}')
+    assert export("nemo", str(built), str(killed), splits=["dev"])["finished"] is True
+    assert (killed / "dev" / "audio_0.tar").read_bytes() != b"partial"
+    assert json.loads((killed / ".voxshard-export.json").read_text())["finished"] is True
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(ConfigError, match="not empty and holds no voxshard export"):
