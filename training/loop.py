@@ -366,7 +366,7 @@ class Trainer:
         progress = _progress(self.dist.main, config.optim.max_steps, self.step)
         try:
             self.model.train()
-            interval = {"started": time.perf_counter(), "seconds": 0.0, "wait": 0.0, "flops": 0.0}
+            interval = _new_interval()
             while self.step < config.optim.max_steps:
                 # the step stays on the device: losses and the gradient norm are read back
                 # (a host sync) only on the steps that log, validate or checkpoint
@@ -408,12 +408,7 @@ class Trainer:
                 logged = self.step % config.run.log_every == 0
                 if logged or validate or checkpoint:
                     last = self.metrics_row(step_totals, grad_norm, interval, peak, batch.state)
-                    interval = {
-                        "started": time.perf_counter(),
-                        "seconds": 0.0,
-                        "wait": 0.0,
-                        "flops": 0.0,
-                    }
+                    interval = _new_interval()
                     if validate:
                         last.update(self.validate())
                     if self.dist.main and logged:
@@ -534,6 +529,11 @@ def _memory_mb(device: torch.device) -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _new_interval() -> dict[str, float]:
+    """What the steps since the last metrics row add up: start time, audio, data wait, FLOPs."""
+    return {"started": time.perf_counter(), "seconds": 0.0, "wait": 0.0, "flops": 0.0}
 
 
 def _rss_mb() -> float | None:
