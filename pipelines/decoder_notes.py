@@ -100,8 +100,20 @@ def _pump(read_end: int, original: int, filtered: Filtered) -> None:
                 out.append(pending[:cut])
                 pending = pending[cut:]
             if out:
-                os.write(original, b"".join(out))
+                _write_all(original, b"".join(out))
         if pending and not is_decoder_note(pending):
-            os.write(original, pending)
+            _write_all(original, pending)
     finally:
         os.close(read_end)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Pass bytes on; a stderr that went away (``2>&1 | head``) drops them. The pump must keep
+    draining the pipe whatever happens: were it to stop, the next writer to a full pipe (a
+    log line, a decoder) would block and the build would hang."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:
+            return

@@ -46,3 +46,22 @@ def test_a_build_with_a_damaged_mp3_prints_no_decoder_notes(tmp_path: Path) -> N
     assert "resync" not in shown.stderr + shown.stdout
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text()
     assert "common_voice_pl_corrupt.mp3" in rejects  # the damaged file is still reported
+
+
+GONE = r"""
+import os, sys
+from voxshard.pipelines.decoder_notes import quiet_decoder_notes
+os.close(2); os.open(os.devnull, os.O_RDONLY)  # fd 2: a stderr that cannot be written
+with quiet_decoder_notes() as filtered:
+    for _ in range(2000):  # 200 kB: more than a pipe holds
+        os.write(2, b"x" * 99 + b"\n")
+    os.write(2, b"Note: resync\n")
+print("not stuck")
+"""
+
+
+def test_a_stderr_that_went_away_does_not_hang_the_build() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GONE], capture_output=True, timeout=60, check=True
+    )
+    assert result.stdout == b"not stuck\n"
