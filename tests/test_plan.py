@@ -241,6 +241,25 @@ def test_a_truncated_or_foreign_flac_is_not_copied() -> None:
     assert unverified.num_samples == len(pcm)
 
 
+def test_the_copy_check_reads_clean_files_in_large_reads_and_bad_ones_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voxshard.pipelines import audio
+
+    pcm = (tone(300, 3.0, 16000) * 20000).astype(np.int16)
+    data = flac_bytes(pcm)
+    monkeypatch.setattr(audio, "FLAC_VERIFY_BLOCK_FRAMES", 10_000)  # several large reads
+    assert audio._verified_frames(data, len(pcm)) == (len(pcm), None)
+    assert copy_flac(data, AUDIO).num_samples == len(pcm)
+    # damage in the middle: the outcome is the frame-step count's, whatever the read size
+    _, _, frames_at = flac_metadata(data)
+    middle = frames_at + (len(data) - frames_at) // 2
+    damaged = data[:middle] + bytes(64) + data[middle + 64 :]
+    assert audio._verified_frames(damaged, len(pcm)) == audio._count_decoded_frames(damaged)
+    with pytest.raises(AudioError):
+        copy_flac(damaged, AUDIO)
+
+
 def test_a_build_copies_16k_flac_and_reencodes_the_rest(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     pcm = (tone(300, 1.0, 16000) * 20000).astype(np.int16)
