@@ -104,6 +104,38 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+# The fixed fields of a member header as tarfile writes them in GNU format (mode 0644, uid and
+# gid 0, mtime 0, regular file, "ustar  " magic, empty owner names and device fields); name,
+# size and checksum go in between. A long name or a size past 11 octal digits takes
+# tarfile's own path (GNU long-name blocks, base-256 sizes).
+_HEAD_MODE_IDS = b"0000644\x000000000\x000000000\x00"
+_HEAD_MTIME = b"00000000000\x00"
+_HEAD_TAIL = b"0" + bytes(100) + b"ustar  \x00" + bytes(64 + 16 + 155 + 12)
+_HEAD_SUM_BASE = sum(_HEAD_MODE_IDS) + sum(_HEAD_MTIME) + sum(_HEAD_TAIL) + 8 * ord(" ")
+MAX_OCTAL_SIZE = 8**11 - 1
+
+
+def member_header(name: str, size: int) -> bytes:
+    """A member's header block(s), byte for byte what tarfile's GNU format writes for
+    ``_tarinfo(name, size)`` (tests compare), without building a TarInfo per member."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) >= GNU_NAME_LIMIT or size > MAX_OCTAL_SIZE:
+        return _tarinfo(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    name_field = encoded + bytes(100 - len(encoded))
+    size_field = b"%011o\x00" % size
+    checksum = _HEAD_SUM_BASE + sum(name_field) + sum(size_field)
+    return b"".join(
+        (
+            name_field,
+            _HEAD_MODE_IDS,
+            size_field,
+            _HEAD_MTIME,
+            b"%06o\x00 " % checksum,
+            _HEAD_TAIL,
+        )
+    )
+
+
 def write_tar(path: str, samples: Iterable[Sample]) -> tuple[int, str]:
     """Write samples (already sorted) to ``path`` atomically. Returns (num_bytes, sha256)."""
 
@@ -136,8 +168,7 @@ def write_members(path: str, members: Iterable[tuple[str, bytes]]) -> tuple[int,
             count += len(chunk)
 
         for name, payload in members:
-            info = _tarinfo(name, len(payload))
-            emit(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+            emit(member_header(name, len(payload)))
             emit(payload)
             emit(bytes(-len(payload) % TAR_BLOCK))
         end = 2 * TAR_BLOCK

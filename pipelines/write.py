@@ -10,6 +10,7 @@ the same plan (a resumed or retried build) finds the receipt and returns its res
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -145,53 +146,117 @@ def _load_receipt(
     return info, [Reject(**r) for r in saved["rejects"]], int(saved.get("clipped_samples", 0))
 
 
+def stream_order(files: Iterable[FileWork]) -> list[FileWork] | None:
+    """The shard's files in an order whose samples come out in key order (each file's items
+    in plan order), or None when there is none: then samples are spooled and sorted. Whole
+    -file corpora (Common Voice, MLS, most manifests) have one; a session cut into segments
+    whose keys do not sort like their start times has not."""
+    ordered = sorted(files, key=lambda work: work.items[0].item.key)
+    previous = ""
+    for work in ordered:
+        for planned in work.items:
+            if planned.item.key <= previous:
+                return None
+            previous = planned.item.key
+    return ordered
+
+
 def write_shard(
     ctx: ShardContext, shard_key: ShardKey, files: Iterable[FileWork]
 ) -> tuple[ShardInfo | None, list[Reject], int]:
     """Decode, encode and write one planned shard. Returns its row (None when every item was
     rejected: no file is written, its number stays unused), its rejects and the number of
-    samples clipped to full scale in what it wrote. ``files`` is read twice (digest, then
-    decode) and never held whole; the bytes written do not depend on its order."""
+    samples clipped to full scale in what it wrote. The shard's file list (metadata, bounded
+    by --shard-size) is held; the bytes written do not depend on its order. Samples go
+    straight into the tar when the files have a key order (``stream_order``), else through
+    a spool that hands them back sorted."""
+    works = list(files)
     path = shard_path(shard_key)
-    digest = plan_digest(files)
+    digest = plan_digest(works)
     done = _load_receipt(ctx, path, digest)
     if done is not None:
         return done
+    ordered = stream_order(works)
+    if ordered is not None:
+        info, rejects, clipped = _write_streaming(ctx, shard_key, path, ordered)
+    else:
+        info, rejects, clipped = _write_spooled(ctx, shard_key, path, works)
+    receipt = {
+        "plan": digest,
+        "shard": None if info is None else info.to_dict(),
+        "rejects": [r.to_dict() for r in rejects],
+        "clipped_samples": clipped,
+    }
+    storage.write_atomic(receipt_path(ctx.out, path), index.dumps_json(receipt))
+    return info, rejects, clipped
+
+
+def _shard_info(
+    path: str, shard_key: ShardKey, written: tuple[int, str], durations_s: list[float]
+) -> ShardInfo:
+    lang, corpus, split, _number = shard_key
+    return ShardInfo(
+        path=path,
+        lang=lang,
+        corpus=corpus,
+        split=split,
+        num_samples=len(durations_s),
+        num_bytes=written[0],
+        duration_s=round(sum(durations_s), 6),  # summed in key order, as every path does
+        sha256=written[1],
+    )
+
+
+def _write_streaming(
+    ctx: ShardContext, shard_key: ShardKey, path: str, ordered: list[FileWork]
+) -> tuple[ShardInfo | None, list[Reject], int]:
+    """Samples written to the tar as they are made (``ordered`` is in key order)."""
+    rejects: list[Reject] = []
+    records: list[bytes] = []
+    durations_s: list[float] = []
+    clipped = 0
+
+    def samples() -> Iterator[Sample]:
+        nonlocal clipped
+        for work in ordered:
+            for result in _file_samples(ctx, work):
+                if isinstance(result, Reject):
+                    rejects.append(result)
+                    continue
+                clipped += result.clipped
+                records.append(result.json)
+                durations_s.append(result.duration_s)
+                yield result
+            crash_point("make-samples")
+
+    stream = samples()
+    first = next(stream, None)
+    if first is None:  # every item rejected: no tar
+        return None, rejects, clipped
+    written = write_tar(storage.join(ctx.out, path), itertools.chain([first], stream))
+    index.write_fragment(ctx.out, path, records)
+    return _shard_info(path, shard_key, written, durations_s), rejects, clipped
+
+
+def _write_spooled(
+    ctx: ShardContext, shard_key: ShardKey, path: str, works: list[FileWork]
+) -> tuple[ShardInfo | None, list[Reject], int]:
+    """Samples spooled as they are made, then written to the tar in key order."""
     spool = SampleSpool()
     rejects: list[Reject] = []
     try:
-        for work in files:
+        for work in works:
             for result in _file_samples(ctx, work):
                 if isinstance(result, Reject):
                     rejects.append(result)
                 else:
                     spool.add(result)
             crash_point("make-samples")
-        info = None
-        if len(spool):
-            num_bytes, sha256 = write_tar(
-                storage.join(ctx.out, path), spool.in_key_order(shard_key)
-            )
-            records = [spool.records[key] for key in sorted(spool.records)]
-            index.write_fragment(ctx.out, path, records)
-            lang, corpus, split, _number = shard_key
-            info = ShardInfo(
-                path=path,
-                lang=lang,
-                corpus=corpus,
-                split=split,
-                num_samples=len(spool),
-                num_bytes=num_bytes,
-                duration_s=round(sum(entry[4] for entry in sorted(spool.entries)), 6),
-                sha256=sha256,
-            )
+        if not len(spool):
+            return None, rejects, spool.clipped
+        written = write_tar(storage.join(ctx.out, path), spool.in_key_order(shard_key))
+        index.write_fragment(ctx.out, path, [spool.records[key] for key in sorted(spool.records)])
+        durations_s = [entry[4] for entry in sorted(spool.entries)]
+        return _shard_info(path, shard_key, written, durations_s), rejects, spool.clipped
     finally:
         spool.close()
-    receipt = {
-        "plan": digest,
-        "shard": None if info is None else info.to_dict(),
-        "rejects": [r.to_dict() for r in rejects],
-        "clipped_samples": spool.clipped,
-    }
-    storage.write_atomic(receipt_path(ctx.out, path), index.dumps_json(receipt))
-    return info, rejects, spool.clipped

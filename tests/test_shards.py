@@ -161,3 +161,129 @@ def test_batches_are_bounded_lose_nothing_and_reiterate() -> None:
     assert len(flushed) == MAX_PENDING_ITEMS
     again = Unpacked([batch for _key, batch in out[:3]])
     assert list(again) == list(again) != []  # a GroupByKey's values can be read twice
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a.flac",
+        "common_voice_en_41236.json",
+        "x" * 99,
+        "x" * 100,
+        "é" * 49 + "a",
+        "é" * 50,
+        "ü/ß.flac",
+        "a\udcffb.json",
+        "k" * 700,
+    ],
+)
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 1_000_000, 8**11 - 1, 8**11])
+def test_member_headers_are_what_tarfile_writes(name: str, size: int) -> None:
+    from voxshard.pipelines.shards import _tarinfo, member_header
+
+    expected = _tarinfo(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    assert member_header(name, size) == expected
+
+
+def test_a_shard_streamed_in_key_order_equals_the_spooled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files whose keys sort (whole-file corpora) go straight into the tar; any other shard
+    through the spool. Both give the same tar, index fragment and receipt, rejects too."""
+    import numpy as np
+    import soundfile as sf
+
+    from voxshard.corpora import CorpusOptions, SourceUtterance
+    from voxshard.pipelines import write
+    from voxshard.pipelines.audio import AudioConfig
+    from voxshard.pipelines.index import fragment_path
+    from voxshard.pipelines.plan import FileWork, PlannedItem
+    from voxshard.pipelines.records import Reject, TextOptions
+    from voxshard.pipelines.shards import ShardInfo
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(3)
+    works = []
+    for index in range(6):
+        name = f"u{index}.wav"
+        if index != 4:  # u4 is missing: a reject in the middle
+            seconds = 0.5 + 0.25 * index
+            audio = 0.2 * rng.standard_normal(int(22050 * seconds)).astype(np.float32)
+            sf.write(corpus / name, audio, 22050)
+        utterance = SourceUtterance(
+            key=f"k{index}",
+            corpus="manifest",
+            split="train",
+            source_language="en",
+            audio_path=name,
+            origin=f"m.tsv:{index}",
+            transcript=f"word {index}",
+        )
+        planned = PlannedItem(utterance, "eng", 1.0)
+        works.append(FileWork(("eng", "manifest", "train"), name, (planned,), 1000, copy=False))
+    works.reverse()  # the GroupByKey's order is arbitrary
+    assert write.stream_order(works) == sorted(works, key=lambda w: w.items[0].item.key)
+
+    def build(out: Path) -> tuple[ShardInfo | None, list[Reject], int]:
+        context = write.ShardContext(
+            out=str(out),
+            options=CorpusOptions(root=str(corpus / "m.tsv")),
+            audio=AudioConfig(),
+            text=TextOptions(),
+            geo_table=None,
+            language_geo=False,
+            verify_copies=True,
+        )
+        return write.write_shard(context, ("eng", "manifest", "train", 0), works)
+
+    streamed = build(tmp_path / "streamed")
+    monkeypatch.setattr(write, "stream_order", lambda files: None)
+    spooled = build(tmp_path / "spooled")
+    assert streamed == spooled
+    info, rejects, _ = streamed
+    assert info is not None and info.num_samples == 5
+    assert [(r.key, r.reason) for r in rejects] == [("k4", "missing audio file")]
+    for relative in (
+        info.path,
+        fragment_path("", info.path).lstrip("/"),
+        write.receipt_path("", info.path).lstrip("/"),
+    ):
+        assert (tmp_path / "streamed" / relative).read_bytes() == (
+            tmp_path / "spooled" / relative
+        ).read_bytes()
+    with tarfile.open(tmp_path / "streamed" / info.path) as tar:
+        assert [m.name for m in tar.getmembers()][::2] == [f"k{i}.flac" for i in (0, 1, 2, 3, 5)]
+
+
+def test_a_shard_whose_keys_do_not_sort_like_its_files_is_spooled() -> None:
+    from voxshard.corpora import SourceUtterance
+    from voxshard.pipelines import write
+    from voxshard.pipelines.plan import FileWork, PlannedItem
+
+    def planned(key: str, start_s: float) -> PlannedItem:
+        utterance = SourceUtterance(
+            key=key,
+            corpus="c",
+            split="train",
+            source_language="en",
+            audio_path="s.wav",
+            origin="t",
+            start_s=start_s,
+            end_s=start_s + 1,
+        )
+        return PlannedItem(utterance, "eng", 1.0)
+
+    # segments in start order whose keys sort otherwise (s_10 < s_2 as text)
+    session = FileWork(
+        ("eng", "c", "train"), "s.wav", (planned("s_2", 0), planned("s_10", 5)), 10, copy=False
+    )
+    assert write.stream_order([session]) is None
+    # two files whose keys interleave
+    first = FileWork(
+        ("eng", "c", "train"), "r.wav", (planned("s_1", 0), planned("s_4", 2)), 10, copy=False
+    )
+    second = FileWork(("eng", "c", "train"), "t.wav", (planned("s_3", 0),), 10, copy=False)
+    assert write.stream_order([second, first]) is None
+    third = FileWork(("eng", "c", "train"), "u.wav", (planned("s_5", 0),), 10, copy=False)
+    assert write.stream_order([third, first]) == [first, third]
