@@ -8,8 +8,9 @@ compressed batches (pipelines/batches.py: Beam's in-process runner holds every e
 between stages). Audio is read, decoded, encoded and written in one step per shard. Each
 step emits one stream of typed elements (keyed batches, plus Reject / Count / GroupPlan /
 ShardInfo events) that is split by type; every event flows into the one Finalize. The graph
-uses no tagged outputs, side inputs or finish_bundle emits, so it runs the same on the
-in-process runner, the DaskRunner and Dataflow.
+uses no tagged outputs or side inputs, so it runs the same on the in-process runner, the
+DaskRunner and Dataflow; only an in-process build with ``--workers N`` emits from
+finish_bundle (its local write processes, pipelines/shard_pool.py).
 
 The logic lives in plain, tested functions (records, plan, write, index); the DoFns only wire.
 """
@@ -41,7 +42,7 @@ from voxshard.pipelines.plan import (
 from voxshard.pipelines.progress import PLAN_DIR
 from voxshard.pipelines.records import Count, Reject, merge_duplicates
 from voxshard.pipelines.shards import stable_hash
-from voxshard.pipelines.write import ShardContext, write_shard
+from voxshard.pipelines.write import ShardContext, ShardResult, write_shard
 from voxshard.schemas import SCHEMA_VERSION, CorpusFormatError, storage
 
 TOOL_VERSION = "0.1.0"
@@ -168,30 +169,72 @@ class PlanGroup(beam.DoFn):  # type: ignore[misc]
 
 
 class WriteShard(beam.DoFn):  # type: ignore[misc]
-    """(shard key, files) -> its ShardInfo (unless every item was rejected) and Rejects."""
+    """(shard key, files) -> its ShardInfo (unless every item was rejected) and Rejects.
 
-    def __init__(self, config: BuildConfig) -> None:
+    With ``processes`` > 1 (an in-process build's ``--workers``) the shards are written by
+    that many local processes (pipelines/shard_pool.py) and the results of a bundle's last
+    shards are emitted when it finishes; elsewhere the runner's workers are the parallelism
+    and each shard is written where it arrives."""
+
+    def __init__(self, config: BuildConfig, processes: int = 1) -> None:
         self.config = config
+        self.processes = processes
+        self.pool: Any = None
+        self.own_pool = False
 
     def setup(self) -> None:
-        config = self.config
-        self.context = ShardContext(
-            out=config.out,
-            options=config.corpus_options(),
-            audio=config.audio(),
-            text=config.text(),
-            geo_table=None if config.geo is None else read_geo_table(config.geo),
-            language_geo=config.language_geo,
-            verify_copies=config.verify_copies,
-        )
+        self.context = shard_context(self.config)
+        if self.processes > 1:
+            from voxshard.pipelines import shard_pool
+
+            # the driver forked them before the run (runner.py); else fork them here
+            self.pool = shard_pool.find(self.config.out)
+            if self.pool is None:
+                self.pool, self.own_pool = shard_pool.ShardPool(self.context, self.processes), True
 
     def process(self, element: tuple[ShardKey, Iterable[bytes]]) -> Iterator[Any]:
-        info, rejects, clipped = write_shard(self.context, element[0], Unpacked(element[1]))
-        if info is not None:
-            yield info
-        yield from rejects
-        if clipped:
-            yield Count("clipped_samples", clipped)
+        if self.pool is None:
+            yield from _shard_events(write_shard(self.context, element[0], Unpacked(element[1])))
+            return
+        for result in self.pool.submit(element[0], list(Unpacked(element[1]))):
+            yield from _shard_events(result)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        if self.pool is None:
+            return
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        window = GlobalWindow()
+        for result in self.pool.drain():
+            for event in _shard_events(result):
+                yield WindowedValue(event, window.max_timestamp(), [window])
+
+    def teardown(self) -> None:
+        if self.own_pool:
+            self.pool.close()
+
+
+def shard_context(config: BuildConfig) -> ShardContext:
+    """What writing a shard needs, from the build's options."""
+    return ShardContext(
+        out=config.out,
+        options=config.corpus_options(),
+        audio=config.audio(),
+        text=config.text(),
+        geo_table=None if config.geo is None else read_geo_table(config.geo),
+        language_geo=config.language_geo,
+        verify_copies=config.verify_copies,
+    )
+
+
+def _shard_events(result: ShardResult) -> Iterator[Any]:
+    info, rejects, clipped = result
+    if info is not None:
+        yield info
+    yield from rejects
+    if clipped:
+        yield Count("clipped_samples", clipped)
 
 
 class FinalizeBuild(beam.DoFn):  # type: ignore[misc]
@@ -312,14 +355,15 @@ class PlanShards(beam.PTransform):  # type: ignore[misc]
 class WriteShards(beam.PTransform):  # type: ignore[misc]
     """(shard key, FileWork) pairs -> events: a ShardInfo per written shard, Rejects."""
 
-    def __init__(self, config: BuildConfig, measure: bool = False) -> None:
+    def __init__(self, config: BuildConfig, measure: bool = False, processes: int = 1) -> None:
         super().__init__()
         self.config = config
         self.measure = measure
+        self.processes = processes
 
     def expand(self, planned: Any) -> Any:
         shards = group_by_key(planned, "GroupByShard", self.measure)
-        return shards | "Write" >> beam.ParDo(WriteShard(self.config))
+        return shards | "Write" >> beam.ParDo(WriteShard(self.config, self.processes))
 
 
 class Finalize(beam.PTransform):  # type: ignore[misc]
@@ -352,11 +396,13 @@ def build_pipeline(
     dry_run_path: str | None = None,
     measure_shuffle: bool = False,
     buckets: int = LOCAL_BUCKETS,
+    processes: int = 1,
 ) -> None:
     """Wire the build onto pipeline ``p``: ``sources`` are the corpus's table paths. With
     ``dry_run_path`` only parse and plan run, and their summary is written there (nothing
     in OUT). ``measure_shuffle`` counts the bytes entering every GroupByKey; ``buckets``
-    is how many key and audio buckets items travel in (the output never depends on it)."""
+    is how many key and audio buckets items travel in and ``processes`` how many local
+    processes write shards (in-process builds; the output depends on neither)."""
     tables = p | "ListSources" >> beam.Create(list(sources))
     items, parse_events = tables | "ParseSources" >> ParseSources(config, buckets, measure_shuffle)
     planned, plan_events = items | "PlanShards" >> PlanShards(
@@ -364,7 +410,7 @@ def build_pipeline(
     )
     streams = [parse_events, plan_events]
     if dry_run_path is None:
-        streams.append(planned | "WriteShards" >> WriteShards(config, measure_shuffle))
+        streams.append(planned | "WriteShards" >> WriteShards(config, measure_shuffle, processes))
     _ = (
         tuple(streams)
         | "AllEvents" >> beam.Flatten()

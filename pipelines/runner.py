@@ -50,6 +50,7 @@ class RunPlan:
     options: Any
     kind: str  # "in-process", "shared-filesystem" or "remote"
     beam_dry_run: bool  # Beam's own --dry_run=True
+    processes: int = 1  # local processes writing shards (the FnApiRunner's --workers)
 
     @property
     def in_process(self) -> bool:
@@ -61,11 +62,12 @@ SHARED_FILESYSTEM_BUCKETS = 1024  # a Dask cluster of a few machines
 
 def buckets(plan: RunPlan, config: BuildConfig) -> int:
     """How many key / audio buckets the items travel in on this runner (never changes the
-    output): enough for the workers, few enough that each holds a batch's worth."""
+    output): enough for the workers, few enough that each holds a batch's worth. In-process
+    builds parse and plan in the driver, whatever --workers says."""
     from voxshard.pipelines.build import LOCAL_BUCKETS, REMOTE_BUCKETS
 
     if plan.in_process:
-        return LOCAL_BUCKETS * config.workers
+        return LOCAL_BUCKETS
     return SHARED_FILESYSTEM_BUCKETS if plan.kind == "shared-filesystem" else REMOTE_BUCKETS
 
 
@@ -118,11 +120,13 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
         # the construction-time type check costs ~50 ms of every build's fixed cost and checks
         # nothing here (elements are dataclasses and bytes); coders are inferred as before
         options.view_as(TypeOptions).pipeline_type_check = False
+        # Beam runs in the driver; --workers N processes write the shards (shard_pool.py):
+        # Beam's multi-process mode costs ~2 s of worker start-up and teardown per build,
+        # and multi_threading lost large elements before a GroupByKey in Beam 2.77.
         direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = config.workers
-        # multi_threading lost large elements before a GroupByKey in Beam 2.77: never used.
-        direct.direct_running_mode = "multi_processing" if config.workers > 1 else "in_memory"
-        return RunPlan(FnApiRunner(), options, kind, beam_dry_run)
+        direct.direct_num_workers = 1
+        direct.direct_running_mode = "in_memory"
+        return RunPlan(FnApiRunner(), options, kind, beam_dry_run, processes=config.workers)
 
     problems = []
     if not storage.is_remote(config.out):
@@ -181,11 +185,11 @@ def _failure_message(error: BaseException) -> str:
     cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
     hint = ""
     if "Errno 28" in cause or "No space left" in cause:
-        hint = "free space where OUT lives (and its temp folder), "
+        hint = "free space where OUT lives (and its temp folder), then "
     elif "Errno 13" in cause or "Errno 30" in cause or "Permission denied" in cause:
-        hint = "make OUT writable, "
+        hint = "make OUT writable, then "
     return (
-        f"the pipeline failed: {cause[:500]}; no COMPLETED was written. To finish: {hint}then "
+        f"the pipeline failed: {cause[:500]}; no COMPLETED was written. To finish: {hint}"
         "rerun the same command (shards already published are kept and rewritten identically)"
     )
 
@@ -339,6 +343,16 @@ def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     return {"dry_run": True, "validated_only": True, "sources": len(sources), "steps": steps}
 
 
+def _shard_pool(config: BuildConfig, plan: RunPlan) -> Any:
+    """The local write processes of an in-process build with --workers > 1 (else nothing)."""
+    if plan.processes <= 1:
+        return nullcontext()
+    from voxshard.pipelines import shard_pool
+    from voxshard.pipelines.build import shard_context
+
+    return shard_pool.opened(config.out, shard_context(config), plan.processes)
+
+
 def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None) -> dict[str, Any]:
     import apache_beam as beam
 
@@ -350,11 +364,14 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
     if plan.in_process:
         _use_system_allocator_for_arrow()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources, buckets=buckets(plan, config))
+    build_pipeline(
+        pipeline, config, sources, buckets=buckets(plan, config), processes=plan.processes
+    )
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
     # the progress reporter has looked at the terminal; now libmpg123's notes may be filtered
     quiet = quiet_decoder_notes(enabled=not LOG.isEnabledFor(logging.DEBUG))
-    with reporter, _stop_on_interrupt(config.out), quiet:
+    # the write processes are forked after fd 2 is filtered, before any other thread starts
+    with _stop_on_interrupt(config.out), quiet, _shard_pool(config, plan), reporter:
         _run_and_wait(pipeline)
     result_path = storage.join(config.out, WORK_DIR, "result.json")
     if not storage.exists(result_path):

@@ -28,6 +28,7 @@ from voxshard.pipelines.shards import Sample, ShardInfo, shard_name, write_tar
 from voxshard.schemas import storage
 
 SPOOL_MEMORY_BYTES = 8 << 20  # then the spool rolls over to a temp file
+ShardResult = tuple[ShardInfo | None, list[Reject], int]  # row, rejects, clipped samples
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,7 @@ def stream_order(files: Iterable[FileWork]) -> list[FileWork] | None:
     return ordered
 
 
-def write_shard(
-    ctx: ShardContext, shard_key: ShardKey, files: Iterable[FileWork]
-) -> tuple[ShardInfo | None, list[Reject], int]:
+def write_shard(ctx: ShardContext, shard_key: ShardKey, files: Iterable[FileWork]) -> ShardResult:
     """Decode, encode and write one planned shard. Returns its row (None when every item was
     rejected: no file is written, its number stays unused), its rejects and the number of
     samples clipped to full scale in what it wrote. The shard's file list (metadata, bounded
@@ -209,7 +208,7 @@ def _shard_info(
 
 def _write_streaming(
     ctx: ShardContext, shard_key: ShardKey, path: str, ordered: list[FileWork]
-) -> tuple[ShardInfo | None, list[Reject], int]:
+) -> ShardResult:
     """Samples written to the tar as they are made (``ordered`` is in key order)."""
     rejects: list[Reject] = []
     records: list[bytes] = []
@@ -240,7 +239,7 @@ def _write_streaming(
 
 def _write_spooled(
     ctx: ShardContext, shard_key: ShardKey, path: str, works: list[FileWork]
-) -> tuple[ShardInfo | None, list[Reject], int]:
+) -> ShardResult:
     """Samples spooled as they are made, then written to the tar in key order."""
     spool = SampleSpool()
     rejects: list[Reject] = []

@@ -303,6 +303,27 @@ def test_killed_build_leaves_no_partial_file_and_resumes(
     assert tree_digest(out) == reference_files
 
 
+def test_a_killed_write_process_fails_the_build_clearly_and_the_rerun_resumes(
+    cv_root: Path, tmp_path: Path
+) -> None:
+    """--workers 2: a write process killed mid-shard (the OOM killer, say) stops the build
+    with words saying so; the rerun keeps what was published and gives the same bytes."""
+    reference = tmp_path / "reference"
+    build(cv_root, reference, shard_size_mb=0.03)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "voxshard", "build", "commonvoice", str(cv_root)]
+    command += ["--out", str(out), "--shard-size", "0.03", "--workers", "2"]
+    env = {**os.environ, "VOXSHARD_CRASH_AT": "tar-partial:2"}  # counted per process
+    killed = subprocess.run(command, env=env, capture_output=True, cwd=REPO, timeout=300)
+    assert killed.returncode == 1, killed.stderr.decode()[-2000:]
+    message = killed.stderr.decode().strip().splitlines()[-1]
+    assert "a process writing shards died" in message and "rerun the same command" in message
+    assert not (out / "COMPLETED").exists()
+    rerun = subprocess.run(command, capture_output=True, cwd=REPO, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert tree_digest(out) == tree_digest(reference)
+
+
 def test_output_folder_rules(cv_root: Path, tmp_path: Path) -> None:
     config = BuildConfig(source="commonvoice", root=str(cv_root), out=str(tmp_path / "o"))
     (tmp_path / "o").mkdir()

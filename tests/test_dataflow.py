@@ -54,7 +54,8 @@ def test_local_runners_run_in_process(cv_root: Path, tmp_path: Path) -> None:
     config = BuildConfig("commonvoice", str(cv_root), str(tmp_path / "out"), workers=2)
     plan = plan_run(config, ["--runner", "DirectRunner"])
     assert plan.in_process and not plan.beam_dry_run and plan.runner is not None
-    assert plan.options.get_all_options()["direct_num_workers"] == 2
+    # Beam runs in the driver; --workers 2 is two local processes writing shards
+    assert plan.options.get_all_options()["direct_num_workers"] == 1 and plan.processes == 2
 
 
 def test_a_packaged_job_is_left_as_given(cv_root: Path) -> None:
