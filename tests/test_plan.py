@@ -151,6 +151,52 @@ def test_header_decides_missing_files_and_clearly_too_long_ones(tmp_path: Path) 
     assert isinstance(edge, FileWork) and edge.items[0].duration_s == 60.5
 
 
+@pytest.mark.parametrize(
+    ("subtype", "rate", "channels"),
+    [
+        ("VORBIS", 16000, 1),
+        ("VORBIS", 44100, 2),
+        ("OPUS", 16000, 1),
+        ("OPUS", 48000, 2),
+        ("OPUS", 8000, 1),
+    ],
+)
+def test_ogg_headers_come_from_the_pages_and_equal_libsndfiles(
+    tmp_path: Path, subtype: str, rate: int, channels: int
+) -> None:
+    """Vorbis and Opus lengths are read from the last page's granule position, not by
+    libsndfile's scan of the stream; the result is libsndfile's to the sample."""
+    from voxshard.pipelines import audio
+
+    samples = np.stack([tone(300 + 50 * c, 3.3, rate) for c in range(channels)], axis=1)
+    path = tmp_path / "a.ogg"
+    sf.write(path, samples, rate, format="OGG", subtype=subtype)
+    found = audio._ogg_header(str(path))
+    assert found is not None
+    header, _tail = found
+    info = sf.info(str(path))
+    assert (header.format, header.subtype, header.channels) == ("OGG", subtype, channels)
+    assert (header.sample_rate, header.frames) == (info.samplerate, info.frames)
+    assert audio.read_header(str(path)) == header
+    # a cut file is still truncated audio; a file of another kind goes through libsndfile
+    data = path.read_bytes()
+    (tmp_path / "cut.ogg").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(AudioError, match="truncated audio"):
+        audio.read_header(str(tmp_path / "cut.ogg"))
+    write_audio(tmp_path / "b.flac", tone(300, 1.0, 16000), 16000, "flac")
+    assert audio._ogg_header(str(tmp_path / "b.flac")) is None
+    assert audio.read_header(str(tmp_path / "b.flac")).format == "FLAC"
+
+
+def test_an_ogg_with_more_than_two_channels_is_rejected_by_its_header(tmp_path: Path) -> None:
+    from voxshard.pipelines import audio
+
+    samples = np.stack([tone(300 + 50 * c, 1.0, 16000) for c in range(4)], axis=1)
+    sf.write(tmp_path / "four.ogg", samples, 16000, format="OGG", subtype="VORBIS")
+    with pytest.raises(AudioError, match="too many channels"):
+        audio.read_header(str(tmp_path / "four.ogg"))
+
+
 def test_one_file_in_two_splits_is_two_pieces_of_work(tmp_path: Path) -> None:
     items = [
         item("a", "s.wav", start_s=0.0, end_s=1.0),
