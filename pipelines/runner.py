@@ -60,7 +60,7 @@ class RunPlan:
 SHARED_FILESYSTEM_BUCKETS = 1024  # a Dask cluster of a few machines
 
 
-def buckets(plan: RunPlan, config: BuildConfig) -> int:
+def buckets(plan: RunPlan) -> int:
     """How many key / audio buckets the items travel in on this runner (never changes the
     output): enough for the workers, few enough that each holds a batch's worth. In-process
     builds parse and plan in the driver, whatever --workers says."""
@@ -281,7 +281,7 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     path = storage.join(folder, DRY_RUN_FILE)
     try:
         pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(pipeline, config, sources, dry_run_path=path, buckets=buckets(plan, config))
+        build_pipeline(pipeline, config, sources, dry_run_path=path, buckets=buckets(plan))
         _run_and_wait(pipeline)
         summary: dict[str, Any] = json.loads(storage.read_bytes(path))
     finally:
@@ -331,7 +331,7 @@ def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
 
     sources = get_corpus(config.source).list_sources(config.corpus_options())
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources, buckets=buckets(plan, config))
+    build_pipeline(pipeline, config, sources, buckets=buckets(plan))
     result = pipeline.run()
     transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
     steps = (
@@ -364,9 +364,7 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
     if plan.in_process:
         _use_system_allocator_for_arrow()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(
-        pipeline, config, sources, buckets=buckets(plan, config), processes=plan.processes
-    )
+    build_pipeline(pipeline, config, sources, buckets=buckets(plan), processes=plan.processes)
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
     # the progress reporter has looked at the terminal; now libmpg123's notes may be filtered
     quiet = quiet_decoder_notes(enabled=not LOG.isEnabledFor(logging.DEBUG))

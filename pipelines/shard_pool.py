@@ -9,12 +9,13 @@ starts: forked, so they start in milliseconds with everything imported, and no s
 re-run (spawn and forkserver import ``__main__`` again); early, so the only other thread is
 the decoder-note filter, blocked reading its pipe. A shard's bytes do not depend on which
 process writes it (tested against one process); receipts, resume and Ctrl-C work as before
-(the processes are the driver's children).
+(the processes are the driver's children). Off Linux they are spawned (START_METHOD).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,6 +26,10 @@ from voxshard.pipelines.plan import FileWork, ShardKey
 from voxshard.pipelines.write import ShardContext, ShardResult, write_shard
 
 IN_FLIGHT_PER_PROCESS = 2  # shards queued per process: keeps every process busy
+# fork on Linux; macOS's system libraries are not fork-safe in a process with threads (Python
+# spawns there by default), so elsewhere the processes are spawned: each imports the write
+# path, and a script calling voxshard.build needs the usual `if __name__ == "__main__":`
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 _context: ShardContext | None = None  # a worker process's, set by its initializer
 _opened: dict[str, ShardPool] = {}  # the driver's pools, by OUT, for WriteShard to find
@@ -64,7 +69,7 @@ class ShardPool:
     def __init__(self, context: ShardContext, processes: int) -> None:
         self.executor = ProcessPoolExecutor(
             max_workers=processes,
-            mp_context=multiprocessing.get_context("fork"),
+            mp_context=multiprocessing.get_context(START_METHOD),
             initializer=_initialize,
             initargs=(context,),
         )

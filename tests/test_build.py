@@ -268,6 +268,18 @@ def test_two_workers_give_identical_output(cv_root: Path, tmp_path: Path) -> Non
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
 
 
+def test_spawned_write_processes_give_identical_output(
+    cv_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off Linux the write processes are spawned, not forked: same bytes."""
+    from voxshard.pipelines import shard_pool
+
+    monkeypatch.setattr(shard_pool, "START_METHOD", "spawn")
+    build(cv_root, tmp_path / "one", shard_size_mb=0.03)
+    build(cv_root, tmp_path / "spawned", shard_size_mb=0.03, workers=2)
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "spawned")
+
+
 @pytest.mark.parametrize("source", ["voxpopuli", "mls", "babel"])
 def test_two_workers_give_identical_output_in_every_layout(source: str, tmp_path: Path) -> None:
     """The demo's trees (Vorbis sessions cut by timestamps and spooled, MLS FLAC copied and
