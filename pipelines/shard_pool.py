@@ -80,7 +80,10 @@ class ShardPool:
     def submit(self, shard_key: ShardKey, files: list[FileWork]) -> Iterator[ShardResult]:
         """Queue a shard; yields the results of shards that finished meanwhile, waiting for
         the oldest when the queue is full."""
-        self.pending.append(self.executor.submit(_write, shard_key, files))
+        try:
+            self.pending.append(self.executor.submit(_write, shard_key, files))
+        except BrokenProcessPool:
+            raise ShardProcessError() from None
         while self.pending and (len(self.pending) > self.limit or self.pending[0].done()):
             yield _result(self.pending.popleft())
 
