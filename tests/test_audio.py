@@ -158,6 +158,24 @@ def test_to_int16_scaling_and_clipping() -> None:
     assert clipped == 2
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 48000])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_one_non_finite_sample_anywhere_rejects_the_utterance(
+    rate: int, value: float, where: float
+) -> None:
+    """Found after resampling (in the scaled samples' extremes): one bad sample at the
+    first, middle or last position, at any source rate, still poisons the output."""
+    from voxshard.pipelines.audio import finish
+
+    samples = np.full(rate, 0.1, dtype=np.float32)
+    samples[int(where * rate) if where != -1 else -1] = value
+    with pytest.raises(AudioError, match="non-finite samples"):
+        finish(samples, rate, CONFIG)
+    with pytest.raises(AudioError, match="non-finite samples"):
+        to_int16(samples)
+
+
 def test_resample_identity_and_length() -> None:
     x = tone(100, 1.0, 48000)
     assert resample(x, 48000, 48000) is x
