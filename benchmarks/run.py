@@ -21,10 +21,12 @@ import bench_ingest
 import bench_normalizers
 import bench_similarity
 
-# name -> (run, repeats): medians need 3 runs; the 50k-speaker memory run writes 9.3 GiB once
+# name -> (run, repeats): medians need 3 runs (the per-format rates too: one run of a
+# difference of two builds moved by a third between runs); the 50k-speaker memory run
+# writes 9.3 GiB once
 GROUPS: dict[str, tuple[Callable[[], list[dict[str, Any]]], int]] = {
     "ingest": (bench_ingest.run, 3),
-    "formats": (bench_ingest.run_formats, 1),
+    "formats": (bench_ingest.run_formats, 3),
     "fixed": (bench_ingest.run_fixed_cost, 3),
     "memory": (bench_ingest.run_memory, 1),
     "normalizers": (bench_normalizers.run, 3),
