@@ -15,6 +15,8 @@ process writes it (tested against one process); receipts, resume and Ctrl-C work
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -52,9 +54,26 @@ def _result(future: Future[ShardResult]) -> ShardResult:
         raise ShardProcessError() from None
 
 
-def _initialize(context: ShardContext) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """A write process ends with the driver, even one killed with SIGKILL (no Ctrl-C handler
+    runs then): else it would finish its shard into OUT beside the user's rerun. Linux only
+    (prctl); checked against a parent that died before the call."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _initialize(context: ShardContext, parent: int) -> None:
     global _context
     _context = context
+    _die_with(parent)
 
 
 def _write(shard_key: ShardKey, files: list[FileWork]) -> ShardResult:
@@ -71,7 +90,7 @@ class ShardPool:
             max_workers=processes,
             mp_context=multiprocessing.get_context(START_METHOD),
             initializer=_initialize,
-            initargs=(context,),
+            initargs=(context, os.getpid()),
         )
         self.executor.submit(int).result()  # forks every process now (fork: all at once)
         self.limit = processes * IN_FLIGHT_PER_PROCESS

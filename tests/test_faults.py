@@ -112,6 +112,39 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(
     assert tree_digest(out) == reference
 
 
+def test_write_processes_end_with_a_killed_driver(
+    cv_root: Path, tmp_path: Path, reference: dict[str, str]
+) -> None:
+    """SIGKILL of the driver (no handler runs): its --workers processes end with it instead
+    of finishing shards into OUT beside the rerun, which gives the same bytes."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "voxshard", "build", "commonvoice", str(cv_root)]
+    command += ["--out", str(out), "--shard-size", "0.03", "--workers", "2"]
+    env = {**os.environ, "VOXSHARD_PAUSE_AT": "make-samples:1:60"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / ".work" / "plan").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the write processes are paused inside a shard
+    from voxshard.pipelines.runner import _descendants
+
+    children = _descendants(process.pid)
+    assert len(children) >= 2
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in children if _running(pid)] == []
+    rerun = voxshard_build(cv_root, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert tree_digest(out) == reference
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie waiting to be reaped."""
     try:
