@@ -476,16 +476,38 @@ def _sphere_shortfall(head: bytes, size: int) -> str | None:
     return None
 
 
+def _ogg_page_end(data: bytes, at: int) -> int:
+    """Where the Ogg page starting at ``at`` ends (past ``len(data)`` if it is cut short)."""
+    segments = data[at + 26]
+    return at + 27 + segments + sum(data[at + 27 : at + 27 + segments])
+
+
+def _last_ogg_page(tail: bytes) -> int:
+    """Where the file's last Ogg page starts in ``tail`` (its last bytes): the last "OggS"
+    with version 0 whose page ends exactly at the end of the file; else the last whose page
+    runs past the end (a cut file); else the last "OggS" at all (bytes after the last page);
+    else -1. Audio data holds the 4 bytes "OggS" now and then: such a match inside the last
+    page's body makes a "page" that ends before the end of the file, and is passed over."""
+    at, cut = len(tail), -1
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        if at + 27 > len(tail) or tail[at + 4] != 0:
+            continue
+        end = _ogg_page_end(tail, at)
+        if end == len(tail):
+            return at
+        if end > len(tail) and cut < 0:
+            cut = at
+    return cut if cut >= 0 else tail.rfind(b"OggS")
+
+
 def _ogg_shortfall(tail: bytes) -> str | None:
     """An Ogg page (RFC 3533): "OggS", version, header_type (0x04: end of stream), ...,
     page_segments at byte 26, then that many lacing values summing to the body's length. The
     file must end with a whole page that ends the stream."""
-    at = tail.rfind(b"OggS")
+    at = _last_ogg_page(tail)
     if at < 0 or at + 27 > len(tail):
         return "no whole Ogg page at its end"
-    segments = tail[at + 26]
-    body = sum(tail[at + 27 : at + 27 + segments])
-    if at + 27 + segments + body > len(tail):
+    if _ogg_page_end(tail, at) > len(tail):
         return "its last Ogg page is cut short"
     if not tail[at + 5] & OGG_END_OF_STREAM:
         return "its last Ogg page does not end the stream"
@@ -514,11 +536,14 @@ OGG_PAGE_HEADER = 27
 OPUS_GRANULE_RATE = 48000
 OPUS_DECODE_RATES = (8000, 12000, 16000, 24000, 48000)
 NO_GRANULE = (1 << 64) - 1
+OGG_SUFFIXES = (".ogg", ".oga", ".opus")  # another name takes libsndfile's path
 
 
 def _ogg_header(path: str) -> tuple[AudioHeader, bytes] | None:
     """(the header of an Ogg Vorbis or Opus file from its first and last pages, the file's
-    tail), or None."""
+    tail), or None. Only files named as Ogg are tried, so no other file is read twice."""
+    if not path.lower().endswith(OGG_SUFFIXES):
+        return None
     try:
         size = storage.getsize(path)
         if size < OGG_PAGE_HEADER:
@@ -532,7 +557,7 @@ def _ogg_header(path: str) -> tuple[AudioHeader, bytes] | None:
     lacing = head[OGG_PAGE_HEADER : OGG_PAGE_HEADER + segments]
     first = head[OGG_PAGE_HEADER + segments :]
     first = first[: sum(lacing)]
-    last_at = tail.rfind(b"OggS")
+    last_at = _last_ogg_page(tail)
     if last_at < 0 or last_at + OGG_PAGE_HEADER > len(tail):
         return None
     granule = int.from_bytes(tail[last_at + 6 : last_at + 14], "little")

@@ -188,6 +188,41 @@ def test_ogg_headers_come_from_the_pages_and_equal_libsndfiles(
     assert audio.read_header(str(tmp_path / "b.flac")).format == "FLAC"
 
 
+def _ogg_page(body: bytes, end_of_stream: bool, granule: int, serial: bytes) -> bytes:
+    """One Ogg page (RFC 3533) holding ``body`` as one packet (CRC left zero: not read)."""
+    lacing = bytes([255] * (len(body) // 255) + [len(body) % 255])
+    header = b"OggS" + bytes([0, 0x04 if end_of_stream else 0])
+    header += granule.to_bytes(8, "little") + serial + bytes(8) + bytes([len(lacing)])
+    return header + lacing + body
+
+
+def test_the_last_ogg_page_is_found_when_its_audio_holds_the_bytes_oggs() -> None:
+    """ "OggS" inside the last page's audio is not taken for a page: the file is whole."""
+    from voxshard.pipelines import audio
+
+    serial = b"\x01\x02\x03\x04"
+    body = bytes(300) + b"OggS" + bytes(40)  # a false capture pattern 40 bytes from the end
+    tail = _ogg_page(bytes(500), False, 1000, serial) + _ogg_page(body, True, 4800, serial)
+    last = len(tail) - len(_ogg_page(body, True, 4800, serial))
+    assert audio._last_ogg_page(tail) == last
+    assert audio._ogg_shortfall(tail) is None
+    assert audio._ogg_shortfall(tail[:-10]) == "its last Ogg page is cut short"
+    ended = _ogg_page(bytes(500), False, 1000, serial) + _ogg_page(body, False, 4800, serial)
+    assert audio._ogg_shortfall(ended) == "its last Ogg page does not end the stream"
+
+
+def test_only_files_named_as_ogg_are_read_from_their_pages(tmp_path: Path) -> None:
+    from voxshard.pipelines import audio
+
+    sf.write(tmp_path / "a.ogg", tone(300, 1.0, 16000), 16000, format="OGG", subtype="VORBIS")
+    (tmp_path / "a.audio").write_bytes((tmp_path / "a.ogg").read_bytes())
+    assert audio._ogg_header(str(tmp_path / "a.ogg")) is not None
+    assert audio._ogg_header(str(tmp_path / "a.audio")) is None  # libsndfile reads this one
+    assert audio.read_header(str(tmp_path / "a.audio")) == audio.read_header(
+        str(tmp_path / "a.ogg")
+    )
+
+
 def test_an_ogg_with_more_than_two_channels_is_rejected_by_its_header(tmp_path: Path) -> None:
     from voxshard.pipelines import audio
 
