@@ -206,6 +206,17 @@ def _shard_info(
     )
 
 
+def _made(ctx: ShardContext, works: list[FileWork], rejects: list[Reject]) -> Iterator[Sample]:
+    """The samples of ``works``, file by file; their rejects go to ``rejects``."""
+    for work in works:
+        for result in _file_samples(ctx, work):
+            if isinstance(result, Reject):
+                rejects.append(result)
+            else:
+                yield result
+        crash_point("make-samples")
+
+
 def _write_streaming(
     ctx: ShardContext, shard_key: ShardKey, path: str, ordered: list[FileWork]
 ) -> ShardResult:
@@ -215,26 +226,21 @@ def _write_streaming(
     durations_s: list[float] = []
     clipped = 0
 
-    def samples() -> Iterator[Sample]:
+    def noted(samples: Iterator[Sample]) -> Iterator[Sample]:
         nonlocal clipped
-        for work in ordered:
-            for result in _file_samples(ctx, work):
-                if isinstance(result, Reject):
-                    rejects.append(result)
-                    continue
-                clipped += result.clipped
-                records.append(result.json)
-                durations_s.append(result.duration_s)
-                yield result
-            crash_point("make-samples")
+        for sample in samples:
+            clipped += sample.clipped
+            records.append(sample.json)
+            durations_s.append(sample.duration_s)
+            yield sample
 
-    stream = samples()
+    stream = noted(_made(ctx, ordered, rejects))
     first = next(stream, None)
     if first is None:  # every item rejected: no tar
         return None, rejects, clipped
-    written = write_tar(storage.join(ctx.out, path), itertools.chain([first], stream))
+    result = write_tar(storage.join(ctx.out, path), itertools.chain([first], stream))
     index.write_fragment(ctx.out, path, records)
-    return _shard_info(path, shard_key, written, durations_s), rejects, clipped
+    return _shard_info(path, shard_key, result, durations_s), rejects, clipped
 
 
 def _write_spooled(
@@ -244,13 +250,8 @@ def _write_spooled(
     spool = SampleSpool()
     rejects: list[Reject] = []
     try:
-        for work in works:
-            for result in _file_samples(ctx, work):
-                if isinstance(result, Reject):
-                    rejects.append(result)
-                else:
-                    spool.add(result)
-            crash_point("make-samples")
+        for sample in _made(ctx, works, rejects):
+            spool.add(sample)
         if not len(spool):
             return None, rejects, spool.clipped
         written = write_tar(storage.join(ctx.out, path), spool.in_key_order(shard_key))
