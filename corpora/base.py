@@ -11,10 +11,12 @@ from functools import cached_property
 from typing import IO
 
 from voxshard.schemas import CorpusFormatError, UnknownLanguageError, resolve_language, storage
+from voxshard.schemas.pickling import pickled_by_fields
 
 MAX_LINE_BYTES = 1 << 20  # a table row longer than 1 MiB is malformed (and not read whole)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class SourceUtterance:
     """One utterance as the source describes it; points at audio instead of holding it."""

@@ -27,6 +27,7 @@ from voxshard.pipelines.audio import AudioConfig, AudioHeader, read_header
 from voxshard.pipelines.records import Count, Reject
 from voxshard.pipelines.shards import TAR_BLOCK, stable_hash
 from voxshard.schemas import AudioError, UnknownLanguageError, resolve_language, storage
+from voxshard.schemas.pickling import pickled_by_fields
 
 # FLAC keeps ~45-70 % of 16-bit speech; 0.6 aims shards at --shard-size. Audio that does not
 # compress (noise) makes a shard up to 1 / 0.6 = 1.67x the target; see the README.
@@ -47,6 +48,7 @@ Group = tuple[str, str, str]  # (language ISO 639-3, corpus, split)
 ShardKey = tuple[str, str, str, int]  # (language, corpus, split, shard number)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
     item: SourceUtterance
@@ -54,6 +56,7 @@ class PlannedItem:
     duration_s: float  # estimated from timestamps or the header
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class FileWork:
     """The items of one audio file that go into one group's shards: the unit of decoding."""
@@ -73,6 +76,7 @@ class FileWork:
         return (stable_hash(self.audio_path), self.audio_path)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class GroupPlan:
     """What the plan holds for one group: a line of the dry run, the total for progress."""

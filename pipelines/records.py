@@ -19,8 +19,10 @@ from voxshard.schemas import (
     Utterance,
     storage,
 )
+from voxshard.schemas.pickling import pickled_by_fields
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Reject:
     """One source item that was not written, and why. One line of rejects.jsonl."""
@@ -45,6 +47,7 @@ class Reject:
         return (origin_order(self.source), self.key or "", self.stage, self.reason)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Count:
     """A number a step reports to Finalize (items parsed from a table, listings merged)."""

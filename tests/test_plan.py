@@ -19,7 +19,14 @@ from voxshard.corpora import SourceUtterance
 from voxshard.pipelines import plan as planner
 from voxshard.pipelines.audio import AudioConfig, copy_flac, flac_metadata
 from voxshard.pipelines.config import BuildConfig
-from voxshard.pipelines.plan import FileWork, PlannedItem, cut_shards, plan_file, plan_group
+from voxshard.pipelines.plan import (
+    FileWork,
+    GroupPlan,
+    PlannedItem,
+    cut_shards,
+    plan_file,
+    plan_group,
+)
 from voxshard.pipelines.progress import Progress, progress_line
 from voxshard.pipelines.records import Count, Reject
 from voxshard.pipelines.runner import run_build
@@ -429,3 +436,75 @@ def test_counts_and_rejects_are_plain_events() -> None:
         [Count("parsed", 5), Count("merged", 1), Reject(None, "t:1", "parse", "bad row")]
     )
     assert summary["discovered"] == 5 and summary["rejected_by_reason"] == {"bad row": 1}
+
+
+def test_transported_records_pickle_as_their_fields() -> None:
+    """Items, plans, rejects and counts cross every GroupByKey pickled: each comes back equal,
+    through its constructor (pickled_by_fields), not dataclasses' per-field __setstate__."""
+    import pickle
+
+    utterance = SourceUtterance(
+        key="k1",
+        corpus="voxpopuli",
+        split="train",
+        source_language="en",
+        audio_path="raw_audios/en/2019/s.ogg",
+        origin="en.tsv:3",
+        start_s=1.25,
+        end_s=4.0,
+        pieces=((1.25, 2.0), (2.5, 4.0)),
+        speaker="s1",
+        transcript="hello",
+        transcript_normalized=None,
+        normalized_by_source=True,
+        lat=50.8,
+        lon=4.35,
+        duration_s=None,
+        license="CC0",
+    )
+    planned = PlannedItem(utterance, "eng", 2.75)
+    work = FileWork(("eng", "voxpopuli", "train"), utterance.audio_path, (planned,), 88_000, False)
+    group_plan = GroupPlan(("eng", "voxpopuli", "train"), 1, 1, 1, 2.75, 88_000, ("en",))
+    records = [
+        utterance,
+        planned,
+        work,
+        group_plan,
+        Reject(None, "a.tsv:2", "parse", "x"),
+        Count("parsed", 7),
+    ]
+    for record in records:
+        reduced = record.__reduce__()
+        assert reduced[0] is type(record)
+        back = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == record and type(back) is type(record)
+    assert Count("parsed", 7).__reduce__() == (Count, ("parsed", 7))
+
+
+def test_pickled_by_fields_refuses_what_its_fields_cannot_rebuild() -> None:
+    from dataclasses import dataclass, field
+
+    from voxshard.schemas.pickling import pickled_by_fields
+
+    @dataclass(frozen=True)
+    class Derived:
+        a: int
+        b: int = field(init=False, default=0)
+
+    @dataclass(frozen=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (Derived, Checked, int):
+        with pytest.raises(TypeError):
+            pickled_by_fields(cls)
+
+    @pickled_by_fields
+    @dataclass(frozen=True, slots=True)
+    class One:
+        a: str
+
+    assert One("x").__reduce__() == (One, ("x",))
