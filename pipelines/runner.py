@@ -10,6 +10,7 @@ Runners fall in three kinds:
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import logging
@@ -178,6 +179,22 @@ def _use_system_allocator_for_arrow() -> None:
 
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def _freeze_imported_objects() -> None:
+    """Once per process, before its first in-process build: take every object alive now (the
+    modules of Beam, pyarrow, numpy and voxshard: ~200k objects) out of the cyclic garbage
+    collector's walks (gc.freeze). Each full collection walked them all, ~0.2 s, and a short
+    build met one or more; forked write processes also keep sharing those pages (Python's
+    documented use of gc.freeze before fork). They are still freed by reference counting;
+    only a reference cycle among them would outlive its use."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
+_FROZEN = False
 
 
 def _failure_message(error: BaseException) -> str:
@@ -363,6 +380,7 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
     started = time.monotonic()
     if plan.in_process:
         _use_system_allocator_for_arrow()
+        _freeze_imported_objects()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(pipeline, config, sources, buckets=buckets(plan), processes=plan.processes)
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()

@@ -792,3 +792,21 @@ def test_implausible_speaking_rates_are_rejected_before_decoding(tmp_path: Path)
         "100 characters in 2.00 s (50.00/s; speech is between 0.1 and 40.0)"
     )
     assert rejects["manifest_sparse"]["reason"] == "implausible speaking rate"
+
+
+def test_the_first_in_process_build_freezes_the_imported_objects_once(
+    cv_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc.freeze runs once per process, before the pipeline: later builds skip it, and the
+    output is the same bytes as a build that found the objects already frozen."""
+    import gc
+
+    from voxshard.pipelines import runner
+
+    freezes: list[int] = []
+    monkeypatch.setattr(runner, "_FROZEN", False)
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(gc.get_count()[0]))
+    build(cv_root, tmp_path / "a")
+    build(cv_root, tmp_path / "b")
+    assert len(freezes) == 1 and runner._FROZEN
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
