@@ -6,7 +6,7 @@ time (a transient error a runner's bundle retry gets past); ``VOXSHARD_FAIL_AT=<
 raises OSError(ENOSPC) from the n-th time on (a full disk). ``VOXSHARD_PAUSE_AT=<point>:<n>:<s>``
 sleeps s seconds the n-th time (a window for signal tests).
 
-Points: ``make-samples`` (after a source file's samples were emitted), ``tar-partial`` (a
+Points: ``make-samples`` (after a source file's audio was encoded), ``tar-partial`` (a
 shard's temp file half written), ``shard-written`` (after a shard was published),
 ``index-written`` (utterances.parquet published, before stats.json and COMPLETED).
 """

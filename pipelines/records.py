@@ -115,6 +115,41 @@ def _geo(
     return None if place is None else Geo(place[0], place[1], "language")
 
 
+def encode_items(
+    audio_path: str,
+    items: Sequence[tuple[SourceUtterance, str]],
+    options: CorpusOptions,
+    audio: AudioConfig,
+    copy: bool = False,
+    verify_copies: bool = True,
+) -> Iterator[EncodedAudio | AudioError]:
+    """The audio work for every (item, ISO 639-3 language) of one audio file, which is
+    opened and decoded once: an EncodedAudio or the AudioError that rejects it, one per item
+    in the order of ``items``, as each is encoded. ``copy``: the one whole-file item's FLAC
+    bytes are copied (audio.copy_flac)."""
+    path = storage.join(options.base_dir, audio_path)
+    if copy:
+        yield _copied(path, audio, verify_copies)
+        return
+    yield from process_file(path, [_spans(item) for item, _ in items], audio)
+
+
+def finish_sample(
+    item: SourceUtterance,
+    language: str,
+    result: EncodedAudio | AudioError,
+    geo_table: GeoTable | None = None,
+    text: TextOptions = TextOptions(),
+    language_geo: bool = True,
+) -> Sample | Reject:
+    """An item's Sample (its record: geo, normalized transcript, JSON) from its encoded
+    audio, or its Reject (decode or validate stage) from the AudioError."""
+    if isinstance(result, AudioError):
+        return Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
+    geo = _geo(item, language, geo_table, language_geo)
+    return _sample(item, language, result, geo, _transcript(item, language, text))
+
+
 def make_samples(
     audio_path: str,
     items: Sequence[tuple[SourceUtterance, str]],
@@ -126,24 +161,13 @@ def make_samples(
     copy: bool = False,
     verify_copies: bool = True,
 ) -> Iterator[Sample | Reject]:
-    """Every (item, ISO 639-3 language) cut from one audio file, which is opened and decoded
-    once; ``copy``: the one whole-file item's FLAC bytes are copied (audio.copy_flac).
-
-    Yields a Sample per written item and a Reject (decode or validate stage) for every other,
-    in the order of ``items``.
+    """Every (item, ISO 639-3 language) cut from one audio file: ``encode_items`` then
+    ``finish_sample``, a Sample per written item and a Reject for every other, in the
+    order of ``items``. (The shard writer runs the two phases in bursts: pipelines/write.py.)
     """
-    path = storage.join(options.base_dir, audio_path)
-    results: Iterable[EncodedAudio | AudioError]
-    if copy:
-        results = [_copied(path, audio, verify_copies)]
-    else:
-        results = process_file(path, [_spans(item) for item, _ in items], audio)
+    results = encode_items(audio_path, items, options, audio, copy, verify_copies)
     for (item, language), result in zip(items, results, strict=True):
-        if isinstance(result, AudioError):
-            yield Reject(item.key, item.audio_path, result.stage, result.reason, result.detail)
-        else:
-            geo = _geo(item, language, geo_table, language_geo)
-            yield _sample(item, language, result, geo, _transcript(item, language, text))
+        yield finish_sample(item, language, result, geo_table, text, language_geo)
 
 
 def _copied(path: str, audio: AudioConfig, verify: bool) -> EncodedAudio | AudioError:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from voxshard.pipelines.plan import FileWork
+from voxshard.pipelines.records import encode_items, finish_sample
 from voxshard.pipelines.shards import (
     Sample,
     archive_bytes,
@@ -14,6 +16,7 @@ from voxshard.pipelines.shards import (
     stable_hash,
     write_tar,
 )
+from voxshard.pipelines.write import ShardContext
 
 
 def sample(key: str, flac_size: int, json_size: int = 100) -> Sample:
@@ -287,3 +290,140 @@ def test_a_shard_whose_keys_do_not_sort_like_its_files_is_spooled() -> None:
     assert write.stream_order([second, first]) is None
     third = FileWork(("eng", "c", "train"), "u.wav", (planned("s_5", 0),), 10, copy=False)
     assert write.stream_order([third, first]) == [first, third]
+
+
+def _segmented_shard(tmp_path: Path) -> tuple[ShardContext, list[FileWork]]:
+    """A shard context and its files: a session cut into 5 segments (one past the end of
+    the audio: a reject in the middle), 4 whole files and a missing one."""
+    import numpy as np
+    import soundfile as sf
+
+    from voxshard.corpora import CorpusOptions, SourceUtterance
+    from voxshard.pipelines import write
+    from voxshard.pipelines.audio import AudioConfig
+    from voxshard.pipelines.plan import FileWork, PlannedItem
+    from voxshard.pipelines.records import TextOptions
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(5)
+
+    def planned(key: str, path: str, span: tuple[float, float] | None = None) -> PlannedItem:
+        start_s, end_s = span if span is not None else (None, None)
+        utterance = SourceUtterance(
+            key=key,
+            corpus="manifest",
+            split="train",
+            source_language="en",
+            audio_path=path,
+            origin=f"m.tsv:{key}",
+            start_s=start_s,
+            end_s=end_s,
+            transcript=f"words of {key}",
+        )
+        return PlannedItem(utterance, "eng", 1.0)
+
+    sf.write(corpus / "s.wav", 0.2 * rng.standard_normal(44100 * 4).astype(np.float32), 44100)
+    session = (
+        *(planned(f"a{i}", "s.wav", (0.8 * i, 0.8 * i + 0.6)) for i in range(4)),
+        planned("a4", "s.wav", (9.0, 9.5)),  # past the end of the 4 s session
+    )
+    works = [FileWork(("eng", "manifest", "train"), "s.wav", session, 1000, copy=False)]
+    for index in range(5):
+        name = f"u{index}.wav"
+        if index != 2:
+            audio = 0.2 * rng.standard_normal(int(22050 * (0.5 + 0.2 * index)))
+            sf.write(corpus / name, audio.astype(np.float32), 22050)
+        works.append(
+            FileWork(("eng", "manifest", "train"), name, (planned(f"b{index}", name),), 1000, False)
+        )
+    context = write.ShardContext(
+        out=str(tmp_path / "out"),
+        options=CorpusOptions(root=str(corpus / "m.tsv")),
+        audio=AudioConfig(),
+        text=TextOptions(),
+        geo_table=None,
+        language_geo=False,
+        verify_copies=True,
+    )
+    return context, works
+
+
+REJECTED = [
+    ("a4", "segment starts at or after the end of the audio"),
+    ("b2", "missing audio file"),
+]
+
+
+def test_samples_made_in_bursts_hold_at_most_a_burst_and_write_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer encodes up to BURST_ITEMS items (or BURST_BYTES of FLAC), then finishes and
+    writes them; the tar, fragment, receipt and rejects are the same for any burst size."""
+    import dataclasses
+
+    from voxshard.pipelines import write
+    from voxshard.pipelines.index import fragment_path
+
+    context, works = _segmented_shard(tmp_path)
+    outstanding = {"now": 0, "most": 0}
+
+    def counted(*args: object, **kwargs: object) -> object:
+        for result in encode_items(*args, **kwargs):  # type: ignore[arg-type]
+            outstanding["now"] += 1
+            outstanding["most"] = max(outstanding["most"], outstanding["now"])
+            yield result
+
+    def finished(*args: object, **kwargs: object) -> object:
+        outstanding["now"] -= 1
+        return finish_sample(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(write, "encode_items", counted)
+    monkeypatch.setattr(write, "finish_sample", finished)
+    outputs = {}
+    for items, size in ((16, 16 << 20), (1, 16 << 20), (3, 16 << 20), (16, 1)):
+        monkeypatch.setattr(write, "BURST_ITEMS", items)
+        monkeypatch.setattr(write, "BURST_BYTES", size)
+        outstanding["most"] = 0
+        out = tmp_path / f"out-{items}-{size}"
+        info, rejects, _ = write.write_shard(
+            dataclasses.replace(context, out=str(out)), ("eng", "manifest", "train", 0), works
+        )
+        assert outstanding["now"] == 0
+        # a reject holds no bytes: with BURST_BYTES 1 it is finished with the next item
+        assert outstanding["most"] == (2 if size == 1 else min(items, 10))
+        assert info is not None and info.num_samples == 8
+        assert [(r.key, r.reason) for r in rejects] == REJECTED
+        outputs[(items, size)] = [
+            (out / relative).read_bytes()
+            for relative in (
+                info.path,
+                fragment_path("", info.path).lstrip("/"),
+                write.receipt_path("", info.path).lstrip("/"),
+            )
+        ]
+    first = outputs[(16, 16 << 20)]
+    assert all(files == first for files in outputs.values())
+
+
+def test_a_file_that_fails_midway_rejects_the_items_it_had_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voxshard.pipelines import write
+
+    context, works = _segmented_shard(tmp_path)
+
+    def failing(audio_path: str, *args: object, **kwargs: object) -> object:
+        for count, result in enumerate(encode_items(audio_path, *args, **kwargs)):  # type: ignore[arg-type]
+            if audio_path == "s.wav" and count == 2:
+                raise RuntimeError("decoder state lost")
+            yield result
+
+    monkeypatch.setattr(write, "encode_items", failing)
+    info, rejects, _ = write.write_shard(context, ("eng", "manifest", "train", 0), works)
+    assert info is not None and info.num_samples == 6  # a0, a1, b0, b1, b3, b4
+    failed = [(r.key, r.stage, r.reason, r.detail) for r in rejects if str(r.key) < "b"]
+    assert failed == [
+        (key, "decode", "unreadable audio", "RuntimeError: decoder state lost")
+        for key in ("a2", "a3", "a4")
+    ]
