@@ -183,7 +183,7 @@ def _use_system_allocator_for_arrow() -> None:
 
 def _freeze_imported_objects() -> None:
     """Once per process, before its first in-process build: take every object alive now (the
-    modules of Beam, pyarrow, numpy and voxshard: ~200k objects) out of the cyclic garbage
+    modules of Beam, pyarrow, numpy and voxshard: ~300k objects) out of the cyclic garbage
     collector's walks (gc.freeze). Each full collection walked them all, ~0.2 s, and a short
     build met one or more; forked write processes also keep sharing those pages (Python's
     documented use of gc.freeze before fork). They are still freed by reference counting;
