@@ -188,6 +188,23 @@ def test_member_headers_are_what_tarfile_writes(name: str, size: int) -> None:
     assert member_header(name, size) == expected
 
 
+def _manifest_shard_context(corpus: Path, out: Path) -> ShardContext:
+    """What writing a shard of a manifest corpus under ``corpus`` into ``out`` needs."""
+    from voxshard.corpora import CorpusOptions
+    from voxshard.pipelines.audio import AudioConfig
+    from voxshard.pipelines.records import TextOptions
+
+    return ShardContext(
+        out=str(out),
+        options=CorpusOptions(root=str(corpus / "m.tsv")),
+        audio=AudioConfig(),
+        text=TextOptions(),
+        geo_table=None,
+        language_geo=False,
+        verify_copies=True,
+    )
+
+
 def test_a_shard_streamed_in_key_order_equals_the_spooled_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,12 +213,11 @@ def test_a_shard_streamed_in_key_order_equals_the_spooled_one(
     import numpy as np
     import soundfile as sf
 
-    from voxshard.corpora import CorpusOptions, SourceUtterance
+    from voxshard.corpora import SourceUtterance
     from voxshard.pipelines import write
-    from voxshard.pipelines.audio import AudioConfig
     from voxshard.pipelines.index import fragment_path
     from voxshard.pipelines.plan import FileWork, PlannedItem
-    from voxshard.pipelines.records import Reject, TextOptions
+    from voxshard.pipelines.records import Reject
     from voxshard.pipelines.shards import ShardInfo
 
     corpus = tmp_path / "corpus"
@@ -229,15 +245,7 @@ def test_a_shard_streamed_in_key_order_equals_the_spooled_one(
     assert write.stream_order(works) == sorted(works, key=lambda w: w.items[0].item.key)
 
     def build(out: Path) -> tuple[ShardInfo | None, list[Reject], int]:
-        context = write.ShardContext(
-            out=str(out),
-            options=CorpusOptions(root=str(corpus / "m.tsv")),
-            audio=AudioConfig(),
-            text=TextOptions(),
-            geo_table=None,
-            language_geo=False,
-            verify_copies=True,
-        )
+        context = _manifest_shard_context(corpus, out)
         return write.write_shard(context, ("eng", "manifest", "train", 0), works)
 
     streamed = build(tmp_path / "streamed")
@@ -298,11 +306,8 @@ def _segmented_shard(tmp_path: Path) -> tuple[ShardContext, list[FileWork]]:
     import numpy as np
     import soundfile as sf
 
-    from voxshard.corpora import CorpusOptions, SourceUtterance
-    from voxshard.pipelines import write
-    from voxshard.pipelines.audio import AudioConfig
+    from voxshard.corpora import SourceUtterance
     from voxshard.pipelines.plan import FileWork, PlannedItem
-    from voxshard.pipelines.records import TextOptions
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -337,16 +342,7 @@ def _segmented_shard(tmp_path: Path) -> tuple[ShardContext, list[FileWork]]:
         works.append(
             FileWork(("eng", "manifest", "train"), name, (planned(f"b{index}", name),), 1000, False)
         )
-    context = write.ShardContext(
-        out=str(tmp_path / "out"),
-        options=CorpusOptions(root=str(corpus / "m.tsv")),
-        audio=AudioConfig(),
-        text=TextOptions(),
-        geo_table=None,
-        language_geo=False,
-        verify_copies=True,
-    )
-    return context, works
+    return _manifest_shard_context(corpus, tmp_path / "out"), works
 
 
 REJECTED = [
