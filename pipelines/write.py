@@ -229,13 +229,17 @@ def _made(ctx: ShardContext, works: list[FileWork], rejects: list[Reject]) -> It
     yield from _finished(ctx, burst, rejects)
 
 
-def _finished(ctx: ShardContext, burst: list[Encoded], rejects: list[Reject]) -> Iterator[Sample]:
+def _finished(ctx: ShardContext, burst: list[Encoded], rejects: list[Reject]) -> list[Sample]:
+    """The burst's samples, all finished before any is written (a tar write streams the
+    sample's FLAC through the caches again)."""
+    samples = []
     for item, language, result in burst:
         made = finish_sample(item, language, result, ctx.geo_table, ctx.text, ctx.language_geo)
         if isinstance(made, Reject):
             rejects.append(made)
         else:
-            yield made
+            samples.append(made)
+    return samples
 
 
 def _write_streaming(
