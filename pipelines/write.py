@@ -90,12 +90,12 @@ def _file_results(ctx: ShardContext, work: FileWork) -> Iterator[Encoded]:
     items = [(planned.item, planned.language) for planned in work.items]
     done = 0
     try:
-        for result in encode_items(
+        results = encode_items(
             work.audio_path, items, ctx.options, ctx.audio, work.copy, ctx.verify_copies
-        ):
-            item, language = items[done]
-            done += 1
+        )
+        for (item, language), result in zip(items, results, strict=True):  # short: ValueError
             yield item, language, result
+            done += 1
     except BAD_INPUT_ERRORS as error:
         failure = AudioError(
             "decode", "unreadable audio", f"{type(error).__name__}: {str(error)[:300]}"

@@ -4,6 +4,7 @@ import hashlib
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -423,3 +424,25 @@ def test_a_file_that_fails_midway_rejects_the_items_it_had_not_given(
         (key, "decode", "unreadable audio", "RuntimeError: decoder state lost")
         for key in ("a2", "a3", "a4")
     ]
+
+
+def test_a_decoder_that_gives_too_few_results_rejects_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is lost silently: items a file's audio work never answered are rejected."""
+    import itertools
+
+    from voxshard.pipelines import write
+
+    context, works = _segmented_shard(tmp_path)
+
+    def short(audio_path: str, *args: Any, **kwargs: Any) -> Any:
+        results = encode_items(audio_path, *args, **kwargs)
+        return itertools.islice(results, 3) if audio_path == "s.wav" else results
+
+    monkeypatch.setattr(write, "encode_items", short)
+    info, rejects, _ = write.write_shard(context, ("eng", "manifest", "train", 0), works)
+    assert info is not None and info.num_samples == 7  # a0-a2, b0, b1, b3, b4
+    unanswered = [(r.key, r.reason) for r in rejects if str(r.key) < "b"]
+    assert unanswered == [("a3", "unreadable audio"), ("a4", "unreadable audio")]
+    assert all("shorter" in str(r.detail) for r in rejects if str(r.key) < "b")
