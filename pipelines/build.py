@@ -196,7 +196,7 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
         if self.pool is None:
             yield from _shard_events(write_shard(self.context, element[0], Unpacked(element[1])))
             return
-        for result in self.pool.submit(element[0], list(Unpacked(element[1]))):
+        for result in self.pool.submit(element[0], list(element[1])):
             yield from _shard_events(result)
 
     def finish_bundle(self) -> Iterator[Any]:

@@ -24,7 +24,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
-from voxshard.pipelines.plan import FileWork, ShardKey
+from voxshard.pipelines.batches import Unpacked
+from voxshard.pipelines.plan import ShardKey
 from voxshard.pipelines.write import ShardContext, ShardResult, write_shard
 
 IN_FLIGHT_PER_PROCESS = 2  # shards queued per process: keeps every process busy
@@ -76,9 +77,9 @@ def _initialize(context: ShardContext, parent: int) -> None:
     _die_with(parent)
 
 
-def _write(shard_key: ShardKey, files: list[FileWork]) -> ShardResult:
+def _write(shard_key: ShardKey, batches: list[bytes]) -> ShardResult:
     assert _context is not None, "the pool's initializer sets the context"
-    return write_shard(_context, shard_key, files)
+    return write_shard(_context, shard_key, Unpacked(batches))
 
 
 class ShardPool:
@@ -96,11 +97,12 @@ class ShardPool:
         self.limit = processes * IN_FLIGHT_PER_PROCESS
         self.pending: deque[Future[ShardResult]] = deque()
 
-    def submit(self, shard_key: ShardKey, files: list[FileWork]) -> Iterator[ShardResult]:
-        """Queue a shard; yields the results of shards that finished meanwhile, waiting for
-        the oldest when the queue is full."""
+    def submit(self, shard_key: ShardKey, batches: list[bytes]) -> Iterator[ShardResult]:
+        """Queue a shard (its files in the compressed batches that crossed the GroupByKey:
+        the write process unpacks them, the driver does not); yields the results of shards
+        that finished meanwhile, waiting for the oldest when the queue is full."""
         try:
-            self.pending.append(self.executor.submit(_write, shard_key, files))
+            self.pending.append(self.executor.submit(_write, shard_key, batches))
         except BrokenProcessPool:
             raise ShardProcessError() from None
         while self.pending and (len(self.pending) > self.limit or self.pending[0].done()):
