@@ -803,9 +803,9 @@ def test_the_first_in_process_build_freezes_the_imported_objects_once(
 
     from voxshard.pipelines import runner
 
-    freezes: list[int] = []
+    freezes: list[bool] = []
     monkeypatch.setattr(runner, "_FROZEN", False)
-    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(gc.get_count()[0]))
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(True))
     build(cv_root, tmp_path / "a")
     build(cv_root, tmp_path / "b")
     assert len(freezes) == 1 and runner._FROZEN
