@@ -423,6 +423,18 @@ def test_build_pipeline_runs_under_test_pipeline(cv_root: Path, tmp_path: Path) 
     assert archive_bytes(0) == 10240
 
 
+def test_keyed_events_keeps_events_and_drops_work() -> None:
+    from voxshard.pipelines.build import keyed_events
+    from voxshard.pipelines.records import Count, Reject
+
+    reject = Reject("k", "a.wav", "decode", "missing audio file", "")
+    stream = [(3, b"batch"), reject, ("group", b"x"), Count("parsed", 2)]
+    assert [pair for element in stream for pair in keyed_events(element)] == [
+        (None, reject),
+        (None, Count("parsed", 2)),
+    ]
+
+
 def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> None:
     """NaN samples, too many channels, a line over 1 MiB, an absurd transcript, non-UTF-8
     bytes, out-of-range lat/lon; control characters are dropped from the normalized text."""
