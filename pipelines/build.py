@@ -392,13 +392,16 @@ def build_pipeline(
     measure_shuffle: bool = False,
     buckets: int = LOCAL_BUCKETS,
     processes: int = 1,
+    spread_tables: bool = True,
 ) -> None:
     """Wire the build onto pipeline ``p``: ``sources`` are the corpus's table paths. With
     ``dry_run_path`` only parse and plan run, and their summary is written there (nothing
     in OUT). ``measure_shuffle`` counts the bytes entering every GroupByKey; ``buckets``
     is how many key and audio buckets items travel in and ``processes`` how many local
-    processes write shards (in-process builds; the output depends on neither)."""
-    tables = p | "ListSources" >> beam.Create(list(sources))
+    processes write shards (in-process builds); ``spread_tables`` reshuffles the table paths
+    so that many workers parse them (Beam's Create does; an in-process build, whose one
+    worker parses them all, saves the Reshuffle's five steps). The output depends on none."""
+    tables = p | "ListSources" >> beam.Create(list(sources), reshuffle=spread_tables)
     items, parse_outputs = tables | "ParseSources" >> ParseSources(config, buckets, measure_shuffle)
     planned, plan_outputs = items | "PlanShards" >> PlanShards(
         config, publish=dry_run_path is None, measure=measure_shuffle

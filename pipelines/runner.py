@@ -298,7 +298,14 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     path = storage.join(folder, DRY_RUN_FILE)
     try:
         pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(pipeline, config, sources, dry_run_path=path, buckets=buckets(plan))
+        build_pipeline(
+            pipeline,
+            config,
+            sources,
+            dry_run_path=path,
+            buckets=buckets(plan),
+            spread_tables=not plan.in_process,
+        )
         _run_and_wait(pipeline)
         summary: dict[str, Any] = json.loads(storage.read_bytes(path))
     finally:
@@ -382,7 +389,14 @@ def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None
         _use_system_allocator_for_arrow()
         _freeze_imported_objects()
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources, buckets=buckets(plan), processes=plan.processes)
+    build_pipeline(
+        pipeline,
+        config,
+        sources,
+        buckets=buckets(plan),
+        processes=plan.processes,
+        spread_tables=not plan.in_process,
+    )
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
     # the progress reporter has looked at the terminal; now libmpg123's notes may be filtered
     quiet = quiet_decoder_notes(enabled=not LOG.isEnabledFor(logging.DEBUG))

@@ -423,6 +423,57 @@ def test_build_pipeline_runs_under_test_pipeline(cv_root: Path, tmp_path: Path) 
     assert archive_bytes(0) == 10240
 
 
+def _leaf_labels(config: BuildConfig, sources: list[str], **options: Any) -> list[str]:
+    import apache_beam as beam
+
+    pipeline = beam.Pipeline()
+    build_pipeline(pipeline, config, sources, **options)
+    labels: list[str] = []
+
+    class Leaves(beam.pipeline.PipelineVisitor):  # type: ignore[misc]
+        def visit_transform(self, node: Any) -> None:
+            labels.append(node.full_label)
+
+    pipeline.visit(Leaves())
+    return labels
+
+
+def test_the_graph_has_one_work_filter_per_step_and_one_event_step(tmp_path: Path) -> None:
+    """Each step's stream feeds the next step through one Filter and Finalize as it is (one
+    step keeps the events); the table paths are reshuffled only where many workers parse."""
+    (tmp_path / "m.tsv").write_text("path\tlanguage\na.wav\ten\n", encoding="utf-8")
+    config = BuildConfig(source="manifest", root=str(tmp_path / "m.tsv"), out=str(tmp_path / "o"))
+    two = [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")]
+    spread = _leaf_labels(config, two)
+    local = _leaf_labels(config, two, spread_tables=False)
+    assert any("Reshuffle" in label for label in spread)
+    assert [label for label in spread if "ListSources" not in label] == [
+        label for label in local if "ListSources" not in label
+    ]
+    listing = [label for label in local if label.startswith("ListSources/")]
+    assert len(listing) == 3 and not any("Reshuffle" in label for label in local)  # Impulse,
+    # FlatMap and Map(decode): Beam's Create without its Reshuffle
+    assert [label for label in local if "ListSources" not in label] == [
+        "ParseSources/Parse",
+        "ParseSources/ParsedWork",
+        "ParseSources/GroupByItemKey",
+        "ParseSources/Dedup",
+        "ParseSources/DedupedWork",
+        "PlanShards/GroupByAudio",
+        "PlanShards/PlanFiles",
+        "PlanShards/FilesWork",
+        "PlanShards/GroupByGroup",
+        "PlanShards/PlanGroups",
+        "PlanShards/PlannedWork",
+        "WriteShards/GroupByShard",
+        "WriteShards/Write",
+        "AllOutputs",
+        "Finalize/Events",
+        "Finalize/Gather",
+        "Finalize/Finish",
+    ]
+
+
 def test_keyed_events_keeps_events_and_drops_work() -> None:
     from voxshard.pipelines.build import keyed_events
     from voxshard.pipelines.records import Count, Reject
