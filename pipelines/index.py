@@ -21,6 +21,9 @@ from voxshard.pipelines.shards import ShardInfo
 from voxshard.schemas import SCHEMA_VERSION, arrow_schema, storage
 
 PARQUET_COMPRESSION = "zstd"
+# a shard's fragment is read once, by Finalize: snappy writes 267 rows in 0.7 ms where zstd
+# takes 2.1 (the files are ~25 % larger; they are removed with .work/)
+FRAGMENT_COMPRESSION = "snappy"
 
 
 def dumps_json(value: Any) -> bytes:
@@ -76,7 +79,7 @@ def write_fragment(out: str, shard_path: str, records: Sequence[bytes]) -> None:
 
     table = records_table(records, shard_path)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression=PARQUET_COMPRESSION)
+    pq.write_table(table, buffer, compression=FRAGMENT_COMPRESSION)
     storage.write_atomic(fragment_path(out, shard_path), buffer.getvalue())
 
 
@@ -266,7 +269,9 @@ def finalize(
                         f"{shard.path} has {size} bytes, shards.jsonl says {shard.num_bytes}"
                     )
                 fragment = io.BytesIO(storage.read_bytes(fragment_path(out, shard.path)))
-                table = pq.read_table(fragment, schema=schema)
+                table = pq.ParquetFile(fragment).read()  # read_table: 1 ms more a shard
+                if not table.schema.equals(schema):
+                    table = table.cast(schema)
                 if table.num_rows != shard.num_samples:
                     problems.append(
                         f"{shard.path}: index has {table.num_rows} rows, "

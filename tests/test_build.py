@@ -45,6 +45,12 @@ def check_contract(out: Path) -> dict[str, Any]:
     shards = read_jsonl(out / "shards.jsonl")
     rejects = read_jsonl(out / "rejects.jsonl")
     index = pq.read_table(out / "utterances.parquet").to_pylist()
+    metadata = pq.ParquetFile(out / "utterances.parquet").metadata
+    assert all(
+        metadata.row_group(g).column(c).compression == "ZSTD"
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    )
     assert stats["discovered"] == stats["written"] + stats["rejected"]
     assert stats["written"] == len(index) == sum(s["num_samples"] for s in shards)
     assert stats["rejected"] == len(rejects)

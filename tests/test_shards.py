@@ -266,6 +266,11 @@ def test_a_shard_streamed_in_key_order_equals_the_spooled_one(
         ).read_bytes()
     with tarfile.open(tmp_path / "streamed" / info.path) as tar:
         assert [m.name for m in tar.getmembers()][::2] == [f"k{i}.flac" for i in (0, 1, 2, 3, 5)]
+    import pyarrow.parquet as pq
+
+    fragment = pq.ParquetFile(tmp_path / "streamed" / fragment_path("", info.path).lstrip("/"))
+    assert fragment.metadata.row_group(0).column(0).compression == "SNAPPY"  # read once
+    assert fragment.read()["key"].to_pylist() == ["k0", "k1", "k2", "k3", "k5"]
 
 
 def test_a_shard_whose_keys_do_not_sort_like_its_files_is_spooled() -> None:
