@@ -7,8 +7,7 @@ audio file), the files of a group (to plan its shards) and the files of a shard,
 compressed batches (pipelines/batches.py: Beam's in-process runner holds every element
 between stages). Audio is read, decoded, encoded and written in one step per shard. Each
 step emits one stream of typed elements (keyed batches, plus Reject / Count / GroupPlan /
-ShardInfo events): the next step takes its batches (``work_of``), and every stream flows on
-into the one Finalize, whose first step keeps the events (``keyed_events``). The graph
+ShardInfo events) that is split by type; every event flows into the one Finalize. The graph
 uses no tagged outputs or side inputs, so it runs the same on the in-process runner, the
 DaskRunner and Dataflow; only an in-process build with ``--workers N`` emits from
 finish_bundle (its local write processes, pipelines/shard_pool.py).
@@ -275,14 +274,23 @@ class SummarizePlan(beam.DoFn):  # type: ignore[misc]
 # ---------------------------------------------------------------- composite transforms
 
 
-def _is_work(element: object) -> bool:
-    return isinstance(element, tuple)
+def _is(element: object, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(element, kind)
 
 
-def work_of(pcoll: Any, label: str) -> Any:
-    """The work a step emitted (its keyed tuples), for the next step. Its events stay in the
-    step's output stream, which flows to Finalize as it is (see ``keyed_events``)."""
-    return pcoll | label >> beam.Filter(_is_work)
+def _is_not(element: object, kind: type | tuple[type, ...]) -> bool:
+    return not isinstance(element, kind)
+
+
+def split_by_type(pcoll: Any, kind: type | tuple[type, ...], label: str) -> tuple[Any, Any]:
+    """(elements of ``kind``, all others): a step's one output stream, divided. Each step's
+    events are split off before they meet the others': the in-process runner materializes a
+    Flatten of streams from different stages until its consumer runs, so a Flatten fed whole
+    streams held every work batch of the build (100k items: +37 MiB of peak RSS)."""
+    return (
+        pcoll | f"{label}Work" >> beam.Filter(_is, kind),
+        pcoll | f"{label}Events" >> beam.Filter(_is_not, kind),
+    )
 
 
 def _measured(element: Any, label: str) -> Any:
@@ -300,17 +308,13 @@ def group_by_key(pcoll: Any, label: str, measure: bool) -> Any:
     return pcoll | label >> beam.GroupByKey()
 
 
-def keyed_events(element: object) -> Iterator[tuple[None, object]]:
-    """Finalize's input: every event of every step under one key; work (a keyed tuple) is
-    dropped here, so only events cross the Gather GroupByKey. One step for all streams: a
-    second Filter per step would cost each build ~5 ms of Beam's per-transform work."""
-    if not isinstance(element, tuple):
-        yield None, element
+def _to_one_key(event: object) -> tuple[None, object]:
+    return None, event
 
 
 class ParseSources(beam.PTransform):  # type: ignore[misc]
-    """Table paths -> (one SourceUtterance per key, in batches by audio bucket; the steps'
-    output streams, whose events are parse/dedup Rejects and Counts)."""
+    """Table paths -> (one SourceUtterance per key, in batches by audio bucket; events:
+    parse/dedup Rejects, Counts)."""
 
     def __init__(self, config: BuildConfig, buckets: int, measure: bool = False) -> None:
         super().__init__()
@@ -320,16 +324,16 @@ class ParseSources(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, tables: Any) -> tuple[Any, Any]:
         parsed = tables | "Parse" >> beam.ParDo(ParseTable(self.config, self.buckets))
-        items = work_of(parsed, "ParsedWork")
+        items, parse_events = split_by_type(parsed, tuple, "Parsed")
         deduped = group_by_key(items, "GroupByItemKey", self.measure) | "Dedup" >> beam.ParDo(
             MergeDuplicates(self.config, self.buckets)
         )
-        return work_of(deduped, "DedupedWork"), (parsed, deduped)
+        unique, dedup_events = split_by_type(deduped, tuple, "Deduped")
+        return unique, (parse_events, dedup_events) | "Events" >> beam.Flatten()
 
 
 class PlanShards(beam.PTransform):  # type: ignore[misc]
-    """Unique items -> ((shard key, FileWork) pairs; the steps' output streams, whose events
-    are plan Rejects and GroupPlans)."""
+    """Unique items -> ((shard key, FileWork) pairs, events: plan Rejects and GroupPlans)."""
 
     def __init__(self, config: BuildConfig, publish: bool, measure: bool = False) -> None:
         super().__init__()
@@ -339,11 +343,16 @@ class PlanShards(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, items: Any) -> tuple[Any, Any]:
         by_audio = group_by_key(items, "GroupByAudio", self.measure)
-        files = by_audio | "PlanFiles" >> beam.ParDo(PlanFile(self.config))
-        groups = group_by_key(work_of(files, "FilesWork"), "GroupByGroup", self.measure) | (
-            "PlanGroups" >> beam.ParDo(PlanGroup(self.config, self.publish))
+        files, file_events = split_by_type(
+            by_audio | "PlanFiles" >> beam.ParDo(PlanFile(self.config)), tuple, "Files"
         )
-        return work_of(groups, "PlannedWork"), (files, groups)
+        planned, group_events = split_by_type(
+            group_by_key(files, "GroupByGroup", self.measure)
+            | "PlanGroups" >> beam.ParDo(PlanGroup(self.config, self.publish)),
+            tuple,
+            "Planned",
+        )
+        return planned, (file_events, group_events) | "Events" >> beam.Flatten()
 
 
 class WriteShards(beam.PTransform):  # type: ignore[misc]
@@ -361,8 +370,8 @@ class WriteShards(beam.PTransform):  # type: ignore[misc]
 
 
 class Finalize(beam.PTransform):  # type: ignore[misc]
-    """Every step's output stream -> its events, on one worker that writes the index,
-    rejects, stats and COMPLETED (or, given ``dry_run_path``, the dry run's summary there)."""
+    """Every event -> one worker that writes the index, rejects, stats and COMPLETED (or,
+    given ``dry_run_path``, the dry run's summary there)."""
 
     def __init__(
         self, config: BuildConfig, dry_run_path: str | None = None, measure: bool = False
@@ -372,9 +381,8 @@ class Finalize(beam.PTransform):  # type: ignore[misc]
         self.dry_run_path = dry_run_path
         self.measure = measure
 
-    def expand(self, outputs: Any) -> Any:
-        events = outputs | "Events" >> beam.FlatMap(keyed_events)
-        gathered = group_by_key(events, "Gather", self.measure)
+    def expand(self, events: Any) -> Any:
+        gathered = group_by_key(events | "OneKey" >> beam.Map(_to_one_key), "Gather", self.measure)
         if self.dry_run_path is not None:
             return gathered | "Summarize" >> beam.ParDo(SummarizePlan(self.dry_run_path))
         return gathered | "Finish" >> beam.ParDo(FinalizeBuild(self.config))
@@ -402,15 +410,15 @@ def build_pipeline(
     so that many workers parse them (Beam's Create does; an in-process build, whose one
     worker parses them all, saves the Reshuffle's five steps). The output depends on none."""
     tables = p | "ListSources" >> beam.Create(list(sources), reshuffle=spread_tables)
-    items, parse_outputs = tables | "ParseSources" >> ParseSources(config, buckets, measure_shuffle)
-    planned, plan_outputs = items | "PlanShards" >> PlanShards(
+    items, parse_events = tables | "ParseSources" >> ParseSources(config, buckets, measure_shuffle)
+    planned, plan_events = items | "PlanShards" >> PlanShards(
         config, publish=dry_run_path is None, measure=measure_shuffle
     )
-    outputs = [*parse_outputs, *plan_outputs]
+    streams = [parse_events, plan_events]
     if dry_run_path is None:
-        outputs.append(planned | "WriteShards" >> WriteShards(config, measure_shuffle, processes))
+        streams.append(planned | "WriteShards" >> WriteShards(config, measure_shuffle, processes))
     _ = (
-        tuple(outputs)
-        | "AllOutputs" >> beam.Flatten()
+        tuple(streams)
+        | "AllEvents" >> beam.Flatten()
         | "Finalize" >> Finalize(config, dry_run_path, measure_shuffle)
     )

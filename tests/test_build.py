@@ -444,9 +444,13 @@ def _leaf_labels(config: BuildConfig, sources: list[str], **options: Any) -> lis
     return labels
 
 
-def test_the_graph_has_one_work_filter_per_step_and_one_event_step(tmp_path: Path) -> None:
-    """Each step's stream feeds the next step through one Filter and Finalize as it is (one
-    step keeps the events); the table paths are reshuffled only where many workers parse."""
+def test_the_graph_splits_each_step_and_lists_tables_without_reshuffle_in_process(
+    tmp_path: Path,
+) -> None:
+    """Each step's stream is split into work (for the next step) and events (for Finalize)
+    before any Flatten: only events may wait in one (the in-process runner holds a Flatten's
+    input until its consumer runs). The table paths are reshuffled only where many workers
+    parse them."""
     (tmp_path / "m.tsv").write_text("path\tlanguage\na.wav\ten\n", encoding="utf-8")
     config = BuildConfig(source="manifest", root=str(tmp_path / "m.tsv"), out=str(tmp_path / "o"))
     two = [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")]
@@ -462,33 +466,27 @@ def test_the_graph_has_one_work_filter_per_step_and_one_event_step(tmp_path: Pat
     assert [label for label in local if "ListSources" not in label] == [
         "ParseSources/Parse",
         "ParseSources/ParsedWork",
+        "ParseSources/ParsedEvents",
         "ParseSources/GroupByItemKey",
         "ParseSources/Dedup",
         "ParseSources/DedupedWork",
+        "ParseSources/DedupedEvents",
+        "ParseSources/Events",
         "PlanShards/GroupByAudio",
         "PlanShards/PlanFiles",
         "PlanShards/FilesWork",
+        "PlanShards/FilesEvents",
         "PlanShards/GroupByGroup",
         "PlanShards/PlanGroups",
         "PlanShards/PlannedWork",
+        "PlanShards/PlannedEvents",
+        "PlanShards/Events",
         "WriteShards/GroupByShard",
         "WriteShards/Write",
-        "AllOutputs",
-        "Finalize/Events",
+        "AllEvents",
+        "Finalize/OneKey",
         "Finalize/Gather",
         "Finalize/Finish",
-    ]
-
-
-def test_keyed_events_keeps_events_and_drops_work() -> None:
-    from voxshard.pipelines.build import keyed_events
-    from voxshard.pipelines.records import Count, Reject
-
-    reject = Reject("k", "a.wav", "decode", "missing audio file", "")
-    stream = [(3, b"batch"), reject, ("group", b"x"), Count("parsed", 2)]
-    assert [pair for element in stream for pair in keyed_events(element)] == [
-        (None, reject),
-        (None, Count("parsed", 2)),
     ]
 
 
