@@ -231,10 +231,15 @@ def _made(ctx: ShardContext, works: list[FileWork], rejects: list[Reject]) -> It
 
 def _finished(ctx: ShardContext, burst: list[Encoded], rejects: list[Reject]) -> list[Sample]:
     """The burst's samples, all finished before any is written (a tar write streams the
-    sample's FLAC through the caches again)."""
+    sample's FLAC through the caches again). An item whose record cannot be made (geo,
+    transcript normalization, JSON) is rejected alone, with the error named."""
     samples = []
     for item, language, result in burst:
-        made = finish_sample(item, language, result, ctx.geo_table, ctx.text, ctx.language_geo)
+        try:
+            made = finish_sample(item, language, result, ctx.geo_table, ctx.text, ctx.language_geo)
+        except BAD_INPUT_ERRORS as error:
+            detail = f"{type(error).__name__}: {str(error)[:300]}"
+            made = Reject(item.key, item.audio_path, "validate", "unusable record", detail)
         if isinstance(made, Reject):
             rejects.append(made)
         else:

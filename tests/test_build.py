@@ -490,6 +490,33 @@ def test_the_graph_splits_each_step_and_lists_tables_without_reshuffle_in_proces
     ]
 
 
+def test_an_item_whose_record_cannot_be_made_is_rejected_and_the_build_goes_on(
+    cv_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record (geo, transcript normalization, JSON) is made after the audio work, in
+    bursts: an error there rejects that item alone, with the error named."""
+    from voxshard.pipelines import records
+
+    transcript = records._transcript
+
+    def broken(item: Any, *args: Any, **kwargs: Any) -> Any:
+        if item.key == "commonvoice_pl_1":
+            raise ValueError("normalizer tables unreadable")
+        return transcript(item, *args, **kwargs)
+
+    monkeypatch.setattr(records, "_transcript", broken)
+    out = tmp_path / "o"
+    build(cv_root, out, splits=("train",), max_error_rate=0.5)
+    stats = check_contract(out)
+    assert stats["rejected_by_reason"] == {"unusable record": 1}
+    [reject] = read_jsonl(out / "rejects.jsonl")
+    assert (reject["key"], reject["stage"], reject["detail"]) == (
+        "commonvoice_pl_1",
+        "validate",
+        "ValueError: normalizer tables unreadable",
+    )
+
+
 def test_more_bad_input_classes_are_rejected_with_a_reason(tmp_path: Path) -> None:
     """NaN samples, too many channels, a line over 1 MiB, an absurd transcript, non-UTF-8
     bytes, out-of-range lat/lon; control characters are dropped from the normalized text."""
