@@ -150,26 +150,6 @@ def finish_sample(
     return _sample(item, language, result, geo, _transcript(item, language, text))
 
 
-def make_samples(
-    audio_path: str,
-    items: Sequence[tuple[SourceUtterance, str]],
-    options: CorpusOptions,
-    audio: AudioConfig,
-    geo_table: GeoTable | None = None,
-    text: TextOptions = TextOptions(),
-    language_geo: bool = True,
-    copy: bool = False,
-    verify_copies: bool = True,
-) -> Iterator[Sample | Reject]:
-    """Every (item, ISO 639-3 language) cut from one audio file: ``encode_items`` then
-    ``finish_sample``, a Sample per written item and a Reject for every other, in the
-    order of ``items``. (The shard writer runs the two phases in bursts: pipelines/write.py.)
-    """
-    results = encode_items(audio_path, items, options, audio, copy, verify_copies)
-    for (item, language), result in zip(items, results, strict=True):
-        yield finish_sample(item, language, result, geo_table, text, language_geo)
-
-
 def _copied(path: str, audio: AudioConfig, verify: bool) -> EncodedAudio | AudioError:
     try:
         return copy_flac(storage.read_bytes(path), audio, verify)
