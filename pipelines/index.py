@@ -3,7 +3,6 @@ rejects.jsonl, stats.json and COMPLETED, with the accounting checked on the writ
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -41,14 +40,6 @@ def fragment_path(out: str, shard_path: str) -> str:
     return storage.join(out, WORK_DIR, "index", shard_path[: -len(".tar")] + ".parquet")
 
 
-@functools.cache
-def _record_schema() -> Any:
-    """The index schema without ``shard``: what each sample's JSON record holds."""
-    import pyarrow as pa
-
-    return pa.schema([f for f in arrow_schema() if f.name != "shard"])
-
-
 def records_table(records: Sequence[bytes], shard_path: str) -> Any:
     """The index rows of one shard, from its samples' JSON records, in shard order.
 
@@ -59,7 +50,7 @@ def records_table(records: Sequence[bytes], shard_path: str) -> Any:
     import pyarrow.json as pj
 
     schema = arrow_schema()
-    record_schema = _record_schema()
+    record_schema = arrow_schema(with_shard=False)  # what each sample's JSON record holds
     payload = b"\n".join(record.rstrip(b"\n") for record in records)
     table = pj.read_json(
         io.BytesIO(payload),
