@@ -443,13 +443,9 @@ def test_transported_records_pickle_as_their_fields() -> None:
     through its constructor (pickled_by_fields), not dataclasses' per-field __setstate__."""
     import pickle
 
-    utterance = SourceUtterance(
-        key="k1",
-        corpus="voxpopuli",
-        split="train",
-        source_language="en",
-        audio_path="raw_audios/en/2019/s.ogg",
-        origin="en.tsv:3",
+    utterance = item(
+        "k1",
+        "raw_audios/en/2019/s.ogg",
         start_s=1.25,
         end_s=4.0,
         pieces=((1.25, 2.0), (2.5, 4.0)),
@@ -463,8 +459,8 @@ def test_transported_records_pickle_as_their_fields() -> None:
         license="CC0",
     )
     planned = PlannedItem(utterance, "eng", 2.75)
-    work = FileWork(("eng", "voxpopuli", "train"), utterance.audio_path, (planned,), 88_000, False)
-    group_plan = GroupPlan(("eng", "voxpopuli", "train"), 1, 1, 1, 2.75, 88_000, ("en",))
+    work = FileWork(("eng", "manifest", "train"), utterance.audio_path, (planned,), 88_000, False)
+    group_plan = GroupPlan(("eng", "manifest", "train"), 1, 1, 1, 2.75, 88_000, ("en",))
     records = [
         utterance,
         planned,
