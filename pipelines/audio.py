@@ -238,8 +238,8 @@ class SpanReader:
         return self._read(None if stop_frame is None else max(0, stop_frame - start_frame))
 
 
-# A segment whose audio ends early by more than this is truncated audio, not a trim: BABEL's
-# last segments often end a fraction of a second past their file, which is trimmed.
+# A segment whose audio ends early by more than this is rejected, not trimmed: BABEL's last
+# segments often end a fraction of a second past their file, which is trimmed.
 SEGMENT_SHORTFALL_S = 1.0
 SEGMENT_SHORTFALL_FRACTION = 0.2
 
@@ -248,9 +248,11 @@ def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, i
     """Concatenate the spans of an open file. Frames are ``int(t * rate)``, as the official
     VoxPopuli cutter does; a span running past the end is trimmed, a span starting after the
     end contributes nothing, and if nothing is left the segment is an AudioError. A whole
-    file shorter than its container declares (FLAC, tagged MP3), or a segment missing more
-    than SEGMENT_SHORTFALL_S and SEGMENT_SHORTFALL_FRACTION of its timestamps, is
-    AudioError("decode", "truncated audio")."""
+    file shorter than its container declares (FLAC, tagged MP3) is AudioError("decode",
+    "truncated audio"); a segment missing more than SEGMENT_SHORTFALL_S and
+    SEGMENT_SHORTFALL_FRACTION of its timestamps is AudioError("decode", "segment runs past
+    the end of the audio") (its file is whole by its header: the timestamps or the file are
+    wrong, and which cannot be told from here)."""
     import soundfile as sf
 
     rate = reader.sample_rate
@@ -293,7 +295,7 @@ def read_spans(reader: SpanReader, spans: Sequence[Span]) -> tuple[FloatArray, i
                 f"the segment is {expected / rate:.3f} s by its timestamps, "
                 f"{got / rate:.3f} s decoded"
             )
-            raise AudioError("decode", "truncated audio", detail)
+            raise AudioError("decode", "segment runs past the end of the audio", detail)
     return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), rate
 
 

@@ -818,7 +818,7 @@ def test_a_wav_of_unknown_length_is_not_called_truncated(tmp_path: Path) -> None
     )
 
 
-def test_segments_far_past_their_audio_are_truncated_and_a_small_overrun_is_trimmed(
+def test_segments_far_past_their_audio_are_rejected_and_a_small_overrun_is_trimmed(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "m"
@@ -838,7 +838,7 @@ def test_segments_far_past_their_audio_are_truncated_and_a_small_overrun_is_trim
     assert rows["manifest_inside"]["num_samples"] == 32000
     assert rows["manifest_overrun"]["num_samples"] == 16000
     [far] = read_jsonl(out / "rejects.jsonl")
-    assert (far["key"], far["reason"]) == ("manifest_far", "truncated audio")
+    assert (far["key"], far["reason"]) == ("manifest_far", "segment runs past the end of the audio")
     assert far["detail"] == "the segment is 7.000 s by its timestamps, 3.000 s decoded"
 
 
