@@ -132,14 +132,14 @@ def plan_run(config: BuildConfig, beam_args: Sequence[str]) -> RunPlan:
     problems = []
     if not storage.is_remote(config.out):
         problems.append(
-            f"OUT {config.out!r} is a local folder, which {runner_name} workers cannot write: "
+            f"OUT {config.out!r} is a local path, which {runner_name} workers cannot write: "
             "pass a bucket URL such as gs://BUCKET/builds/NAME"
         )
     if not storage.is_remote(config.root):
         message = (
-            f"ROOT {config.root!r} is a local folder, which {runner_name} workers cannot read: "
-            "copy the corpus to a bucket (gsutil -m rsync -r ROOT gs://BUCKET/corpus) "
-            "and pass that URL"
+            f"ROOT {config.root!r} is a local path, which {runner_name} workers cannot read: "
+            "copy the corpus to a bucket (gsutil -m rsync -r FOLDER gs://BUCKET/corpus; a "
+            "manifest's folder with its audio) and pass that URL"
         )
         if beam_dry_run:
             LOG.warning("%s (ignored for --dry_run)", message)
