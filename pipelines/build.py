@@ -422,3 +422,28 @@ def build_pipeline(
         | "AllEvents" >> beam.Flatten()
         | "Finalize" >> Finalize(config, dry_run_path, measure_shuffle)
     )
+
+
+def graph_outline(p: Any) -> dict[str, list[str]]:
+    """The steps of pipeline ``p`` under each top-level step, in the order applied: a leaf's
+    label, or the first part of a deeper one (Beam's own composites, such as Create's
+    Reshuffle, stay one entry), without arguments in parentheses. A step holding a
+    GroupByKey ends in ``*``: what crosses it is metadata. Shown by ``voxshard build
+    --dry-run``, so that the graph a build would run can be read before it runs."""
+    outline: dict[str, list[str]] = {}
+    composite: dict[str, str] = {}  # top-level step -> the composite its last entry is
+
+    class Leaves(beam.pipeline.PipelineVisitor):  # type: ignore[misc]
+        def visit_transform(self, node: Any) -> None:
+            top, _, rest = node.full_label.partition("/")
+            part = rest.split("/")[0]
+            name = part.split("(")[0] or type(node.transform).__name__
+            grouped = isinstance(node.transform, beam.GroupByKey)
+            steps = outline.setdefault(top, [])
+            if "/" in rest and composite.get(top) == part:
+                grouped = steps.pop().endswith("*") or grouped
+            composite[top] = part if "/" in rest else ""
+            steps.append(name + ("*" if grouped else ""))
+
+    p.visit(Leaves())
+    return outline

@@ -291,9 +291,18 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     """Parse and plan only: returns what the build would write; writes nothing in OUT."""
     import apache_beam as beam
 
-    from voxshard.pipelines.build import build_pipeline
+    from voxshard.pipelines.build import build_pipeline, graph_outline
 
     sources = get_corpus(config.source).list_sources(config.corpus_options())
+    whole = beam.Pipeline(runner=plan.runner, options=plan.options)  # shown, never run
+    build_pipeline(
+        whole,
+        config,
+        sources,
+        buckets=buckets(plan),
+        processes=plan.processes,
+        spread_tables=not plan.in_process,
+    )
     folder, local = _scratch_for_dry_run(plan)
     path = storage.join(folder, DRY_RUN_FILE)
     try:
@@ -314,6 +323,7 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
         else:
             storage.remove_tree(folder)
     summary["sources"] = len(sources)
+    summary["graph"] = graph_outline(whole)
     return summary
 
 
@@ -351,11 +361,12 @@ def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     """Beam's --dry_run=True on a remote runner: build and validate the job, submit nothing."""
     import apache_beam as beam
 
-    from voxshard.pipelines.build import build_pipeline
+    from voxshard.pipelines.build import build_pipeline, graph_outline
 
     sources = get_corpus(config.source).list_sources(config.corpus_options())
     pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(pipeline, config, sources, buckets=buckets(plan))
+    graph = graph_outline(pipeline)
     result = pipeline.run()
     transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
     steps = (
@@ -364,7 +375,13 @@ def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
         else sum(1 for t in transforms.components.transforms.values() if not t.subtransforms)
     )
     LOG.info("dry run: the job was built and validated, not submitted")
-    return {"dry_run": True, "validated_only": True, "sources": len(sources), "steps": steps}
+    return {
+        "dry_run": True,
+        "validated_only": True,
+        "sources": len(sources),
+        "steps": steps,
+        "graph": graph,
+    }
 
 
 def _shard_pool(config: BuildConfig, plan: RunPlan) -> Any:

@@ -38,6 +38,10 @@ def test_dataflow_dry_run_builds_the_job_offline(cv_root: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dry run: job built from 9 source table(s)" in result.stdout
     assert "not submitted, OUT untouched" in result.stdout
+    # the graph it would run: Create's Reshuffle spreads the tables over the workers
+    graph = result.stdout.split("the build's Beam graph", 1)[1].splitlines()[1:]
+    assert graph[0].split() == ["ListSources", "Impulse,", "FlatMap,", "MaybeReshuffle*,", "Map"]
+    assert graph[3].split() == ["WriteShards", "GroupByShard*,", "Write"]
     # the checkout was packaged for the workers, and the local ROOT was flagged
     assert "--setup_file" in result.stderr and "pyproject.toml" in result.stderr
     assert "workers cannot read" in result.stderr

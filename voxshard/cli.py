@@ -219,6 +219,7 @@ def build(
             f"dry run: job built from {stats['sources']} source table(s) with "
             f"{stats['steps']} step(s); not submitted, OUT untouched"
         )
+        _print_graph(stats["graph"])
         return
     if stats.get("dry_run"):
         _print_plan(stats)
@@ -253,6 +254,15 @@ def _print_plan(plan: dict[str, Any]) -> None:
             f"{language:<10}{tags:<24}{row['items']:>8}{row['hours']:>10.3f}{row['shards']:>8}"
         )
     typer.echo(f"would write {plan['hours']:.3f} h in {plan['shards']} shard(s); nothing written")
+    _print_graph(plan["graph"])
+
+
+def _print_graph(graph: dict[str, list[str]]) -> None:
+    """The Beam graph the build runs, step by step (``build.graph_outline``)."""
+    typer.echo("the build's Beam graph (* = GroupByKey; only metadata crosses one):")
+    width = max(map(len, graph)) + 2
+    for step, parts in graph.items():
+        typer.echo(f"  {step:<{width}}{', '.join(parts)}")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
