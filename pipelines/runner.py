@@ -287,35 +287,37 @@ def _scratch_for_dry_run(plan: RunPlan) -> tuple[str, bool]:
     return storage.join(temp, f"voxshard-dry-run-{time.time_ns()}"), False
 
 
-def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
-    """Parse and plan only: returns what the build would write; writes nothing in OUT."""
+def wired(
+    config: BuildConfig, plan: RunPlan, sources: Sequence[str], dry_run_path: str | None = None
+) -> Any:
+    """A Beam pipeline with the build wired onto it for ``plan``'s runner (not run)."""
     import apache_beam as beam
 
-    from voxshard.pipelines.build import build_pipeline, graph_outline
+    from voxshard.pipelines.build import build_pipeline
 
-    sources = get_corpus(config.source).list_sources(config.corpus_options())
-    whole = beam.Pipeline(runner=plan.runner, options=plan.options)  # shown, never run
+    pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
     build_pipeline(
-        whole,
+        pipeline,
         config,
         sources,
+        dry_run_path=dry_run_path,
         buckets=buckets(plan),
         processes=plan.processes,
         spread_tables=not plan.in_process,
     )
+    return pipeline
+
+
+def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
+    """Parse and plan only: returns what the build would write; writes nothing in OUT."""
+    from voxshard.pipelines.build import graph_outline
+
+    sources = get_corpus(config.source).list_sources(config.corpus_options())
+    graph = graph_outline(wired(config, plan, sources))  # the build's graph, shown
     folder, local = _scratch_for_dry_run(plan)
     path = storage.join(folder, DRY_RUN_FILE)
     try:
-        pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(
-            pipeline,
-            config,
-            sources,
-            dry_run_path=path,
-            buckets=buckets(plan),
-            spread_tables=not plan.in_process,
-        )
-        _run_and_wait(pipeline)
+        _run_and_wait(wired(config, plan, sources, dry_run_path=path))
         summary: dict[str, Any] = json.loads(storage.read_bytes(path))
     finally:
         if local:
@@ -323,7 +325,7 @@ def dry_run(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
         else:
             storage.remove_tree(folder)
     summary["sources"] = len(sources)
-    summary["graph"] = graph_outline(whole)
+    summary["graph"] = graph
     return summary
 
 
@@ -359,13 +361,10 @@ def run_build(
 
 def _validate_remote_job(config: BuildConfig, plan: RunPlan) -> dict[str, Any]:
     """Beam's --dry_run=True on a remote runner: build and validate the job, submit nothing."""
-    import apache_beam as beam
-
-    from voxshard.pipelines.build import build_pipeline, graph_outline
+    from voxshard.pipelines.build import graph_outline
 
     sources = get_corpus(config.source).list_sources(config.corpus_options())
-    pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(pipeline, config, sources, buckets=buckets(plan))
+    pipeline = wired(config, plan, sources)
     graph = graph_outline(pipeline)
     result = pipeline.run()
     transforms = getattr(getattr(result, "job", None), "proto_pipeline", None)
@@ -395,25 +394,13 @@ def _shard_pool(config: BuildConfig, plan: RunPlan) -> Any:
 
 
 def _build(config: BuildConfig, plan: RunPlan, progress_interval_s: float | None) -> dict[str, Any]:
-    import apache_beam as beam
-
-    from voxshard.pipelines.build import build_pipeline
-
     sources = get_corpus(config.source).list_sources(config.corpus_options())
     LOG.info("%s: %d source table(s) under %s", config.source, len(sources), config.root)
     started = time.monotonic()
     if plan.in_process:
         _use_system_allocator_for_arrow()
         _freeze_imported_objects()
-    pipeline = beam.Pipeline(runner=plan.runner, options=plan.options)
-    build_pipeline(
-        pipeline,
-        config,
-        sources,
-        buckets=buckets(plan),
-        processes=plan.processes,
-        spread_tables=not plan.in_process,
-    )
+    pipeline = wired(config, plan, sources)
     reporter = Progress(config.out, progress_interval_s) if progress_interval_s else nullcontext()
     # the progress reporter has looked at the terminal; now libmpg123's notes may be filtered
     quiet = quiet_decoder_notes(enabled=not LOG.isEnabledFor(logging.DEBUG))
