@@ -394,34 +394,11 @@ def test_dry_run_writes_nothing_and_reports_the_plan(cv_root: Path, tmp_path: Pa
     shards = (out / "shards.jsonl").read_text().splitlines()
     assert plan["shards"] == stats["shards"]["count"] == len(shards)
     assert abs(plan["hours"] - stats["hours"]) < 0.01  # header durations vs decoded
-    # the graph the build runs (not the dry run's own, which stops after planning)
-    assert plan["graph"] == {
-        "ListSources": ["Impulse", "FlatMap", "Map"],  # in-process: no Reshuffle
-        "ParseSources": [
-            "Parse",
-            "ParsedWork",
-            "ParsedEvents",
-            "GroupByItemKey*",
-            "Dedup",
-            "DedupedWork",
-            "DedupedEvents",
-            "Events",
-        ],
-        "PlanShards": [
-            "GroupByAudio*",
-            "PlanFiles",
-            "FilesWork",
-            "FilesEvents",
-            "GroupByGroup*",
-            "PlanGroups",
-            "PlannedWork",
-            "PlannedEvents",
-            "Events",
-        ],
-        "WriteShards": ["GroupByShard*", "Write"],
-        "AllEvents": ["Flatten"],
-        "Finalize": ["OneKey", "Gather*", "Finish"],
-    }
+    # the whole build's graph for this runner (test_build pins it), not the dry run's own,
+    # which stops after planning and summarizes instead of finishing
+    assert plan["graph"]["ListSources"] == ["Impulse", "FlatMap", "Map"]  # in-process
+    assert plan["graph"]["WriteShards"] == ["GroupByShard*", "Write"]
+    assert plan["graph"]["Finalize"] == ["OneKey", "Gather*", "Finish"]
 
 
 def test_beams_dry_run_option_on_a_local_runner_leaves_a_finished_build_alone(
